@@ -1,0 +1,42 @@
+"""The `vps-brain` command line: one entry point, one sub-command per service.
+
+Each sub-command lives in its own module that exposes ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their command runs, so ``vps-brain --help``
+stays fast and a broken optional dependency of one service cannot break another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+from vps_brain import __version__
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vps-brain", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vps-brain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    result: int = importlib.import_module(args._module).run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

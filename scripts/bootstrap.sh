@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh Debian 12 machine: apt packages and a pinned venv.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3-venv python3-dev gcc git make rsync
+  podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+  redis-server redis-tools
+  wireguard-tools wireguard-go iproute2
+  prometheus
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The Debian redis-server unit starts a system Redis on 6379; the tests start their own servers.
+# Leave the system service alone: it is not ours to stop.
+
+stamp=.venv/.stamp-$(cat requirements-dev.txt collector/pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt -e './collector[dev]'
+  rm -f .venv/.stamp-*
+  touch "$stamp"
+fi
+echo "bootstrap: apt packages and .venv ready"
