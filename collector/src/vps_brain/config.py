@@ -1,0 +1,329 @@
+"""Configuration: one typed model, :class:`Settings`, loaded from YAML (or TOML) plus environment.
+
+Precedence: defaults < file < environment. An environment variable
+``VPS_BRAIN__<SECTION>__<FIELD>`` (case-insensitive, ``__`` separates levels) overrides one field,
+e.g. ``VPS_BRAIN__REDIS__URL=redis://10.8.0.1:6379/0`` or
+``VPS_BRAIN__COLLECTOR__SYMBOLS='["ethusdt","btcusdt"]'`` (values starting with ``[`` or ``{`` are
+parsed as JSON; everything else is handed to pydantic as a string and coerced by the field type).
+
+Any problem raises :class:`ConfigError` whose message names each bad field as a dotted path
+(``collector.batch_max_records: Input should be greater than 0``) and where the value came from.
+Unknown keys are errors too (a typo must not be silently ignored).
+
+Adding a section (e.g. the consumer's)::
+
+    class ConsumerSettings(Section):
+        group: str = "brain"
+        ...
+
+    class Settings(Section):
+        ...
+        consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+
+i.e. one ``Section`` subclass and one field on :class:`Settings`; loading, env overrides and error
+messages need no other change. Sections may nest further models; env paths follow the nesting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "VPS_BRAIN__"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names every bad field."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RedisSettings(Section):
+    """How to reach Redis. Authenticate as a dedicated ACL user (``username`` + password)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    #: File holding the password (first line); used when ``password`` is not set.
+    password_file: Path | None = None
+    socket_timeout_s: PositiveFloat = 5.0
+    connect_timeout_s: PositiveFloat = 2.0
+
+    @model_validator(mode="after")
+    def _password_sources(self) -> RedisSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password or password_file, not both")
+        if self.url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError(f"url must start with redis://, rediss:// or unix://: {self.url!r}")
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The password from ``password`` or the first line of ``password_file``."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"redis.password_file: cannot read: {exc}") from exc
+            return text.splitlines()[0].strip() if text else ""
+        return None
+
+
+class CollectorSettings(Section):
+    """``vps-brain collect``: exchange connections, framing, Redis writes, spool, trimming."""
+
+    exchange: str = "binance"
+    #: Base websocket URL; the collector appends ``/stream?streams=...``.
+    ws_url: str = "wss://data-stream.binance.vision"
+    #: Base REST URL; the collector calls ``/api/v3/depth``.
+    rest_url: str = "https://data-api.binance.vision"
+    symbols: list[str] = Field(default_factory=lambda: ["ethusdt"], min_length=1)
+    #: Channels per symbol: ``trade``, ``depth@100ms`` (or ``depth``), ``bookTicker``, ...
+    channels: list[str] = Field(
+        default_factory=lambda: ["trade", "depth@100ms", "bookTicker"], min_length=1
+    )
+    max_streams_per_connection: Annotated[int, Field(gt=0, le=1024)] = 1024
+    snapshot_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
+    #: REST weight budget shared by every call of the process (Binance: 6000/min per IP).
+    rest_weight_per_minute: PositiveInt = 6000
+    #: A resync waits a random delay up to this, so many symbols never resync in a storm.
+    resync_jitter_s: NonNegFloat = 0.5
+    rest_timeout_s: PositiveFloat = 10.0
+
+    #: Renew a connection when it is this old (Binance cuts at 24 h).
+    renew_after_s: PositiveFloat = 23 * 3600.0
+    #: Keep the old connection this long after the new one delivered its first message.
+    renew_overlap_s: NonNegFloat = 5.0
+    reconnect_min_s: PositiveFloat = 0.1
+    reconnect_max_s: PositiveFloat = 30.0
+    #: No message (nor ping) for this long: the connection is presumed dead and replaced.
+    idle_timeout_s: PositiveFloat = 60.0
+    #: Frames larger than this are quarantined (Binance frames are well under 1 MiB).
+    max_frame_bytes: PositiveInt = 4 * 1024 * 1024
+
+    framing: Literal["batch", "plain"] = "batch"
+    codec: Literal["zstd", "none"] = "zstd"
+    zstd_level: Annotated[int, Field(ge=-7, le=22)] = 3
+    batch_max_records: PositiveInt = 2000
+    batch_max_bytes: PositiveInt = 1024 * 1024
+    batch_max_delay_ms: PositiveFloat = 5.0
+    #: Bound of the in-memory queue between receivers and the writer (records).
+    queue_max_records: PositiveInt = 200_000
+
+    spool_dir: Path = Path("/var/lib/vps-brain/spool")
+    spool_max_bytes: PositiveInt = 8 * 1024**3
+    spool_segment_bytes: PositiveInt = 64 * 1024**2
+    #: Spill to the spool when Redis used_memory exceeds this fraction of maxmemory.
+    redis_high_watermark: Annotated[float, Field(gt=0, le=1)] = 0.85
+    #: Drain the spool back only when used_memory is below this fraction.
+    redis_low_watermark: Annotated[float, Field(gt=0, le=1)] = 0.70
+    memory_check_interval_s: PositiveFloat = 1.0
+
+    trim_interval_s: NonNegFloat = 10.0  # 0 disables trimming inside collect
+    #: Keep at least this many seconds of history even when acknowledged.
+    trim_min_retention_s: NonNegFloat = 0.0
+    #: Trim only if at least one consumer group exists (never trim unread data).
+    trim_require_group: bool = True
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9108  # 0 disables
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CollectorSettings:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.redis_low_watermark > self.redis_high_watermark:
+            raise ValueError("redis_low_watermark must not exceed redis_high_watermark")
+        if self.renew_overlap_s >= self.renew_after_s:
+            raise ValueError("renew_overlap_s must be shorter than renew_after_s")
+        return self
+
+
+class FaultSettings(Section):
+    """Fault injection of the simulator (all off by default)."""
+
+    #: Drop every connection after this many messages (0 = never).
+    drop_after_messages: Annotated[int, Field(ge=0)] = 0
+    #: Close each connection when it is this old (the 24 h cut, in seconds; 0 = never).
+    close_after_s: NonNegFloat = 0.0
+    #: Skip this many depth update ids once, after ``gap_after_messages`` messages (0 = never).
+    gap_after_messages: Annotated[int, Field(ge=0)] = 0
+    gap_size: PositiveInt = 10
+    #: Skip this many trade ids once, after ``trade_gap_after_messages`` messages (0 = never).
+    trade_gap_after_messages: Annotated[int, Field(ge=0)] = 0
+    #: Send one malformed (non-JSON) frame every N messages (0 = never).
+    malformed_every: Annotated[int, Field(ge=0)] = 0
+    #: Send one oversized frame every N messages (0 = never), of ``oversized_bytes``.
+    oversized_every: Annotated[int, Field(ge=0)] = 0
+    oversized_bytes: PositiveInt = 8 * 1024 * 1024
+    #: Send one unknown-stream message every N messages (0 = never).
+    unknown_stream_every: Annotated[int, Field(ge=0)] = 0
+    #: Answer this many REST requests with 429 (+ Retry-After) before serving normally.
+    rest_429_count: Annotated[int, Field(ge=0)] = 0
+    retry_after_s: Annotated[int, Field(ge=0)] = 1
+
+
+class SimulatorSettings(Section):
+    """``vps-brain simulate``: the local fake Binance Spot (websocket + REST)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    mode: Literal["generated", "replay"] = "generated"
+    symbols: list[str] = Field(default_factory=lambda: ["ethusdt"], min_length=1)
+    #: Generated mode: depth events per second per symbol (``depth@100ms`` ignores the 100 ms).
+    depth_rate: NonNegFloat = 10.0
+    #: Generated mode: trades per second per symbol.
+    trade_rate: NonNegFloat = 50.0
+    #: Generated mode: bookTickers per second per symbol.
+    ticker_rate: NonNegFloat = 100.0
+    #: Generated mode: stop after this many messages per connection (0 = endless).
+    max_messages: Annotated[int, Field(ge=0)] = 0
+    #: Price levels per side of the generated book.
+    book_levels: PositiveInt = 200
+    seed: int = 1
+    #: Replay mode: recorded files (format of shared/data/binance/README.md), played in order.
+    replay_files: list[Path] = Field(default_factory=list)
+    #: Replay speed factor (1 = recorded pace, 0 = as fast as possible).
+    replay_speed: NonNegFloat = 1.0
+    ping_interval_s: PositiveFloat = 20.0
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+
+    _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
+
+    @model_validator(mode="after")
+    def _replay_needs_files(self) -> SimulatorSettings:
+        if self.mode == "replay" and not self.replay_files:
+            raise ValueError("mode 'replay' needs replay_files")
+        return self
+
+
+class Settings(Section):
+    """The whole configuration file. Sections: ``redis``, ``collector``, ``simulator``."""
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        data: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Nested overrides from ``VPS_BRAIN__A__B`` variables, and dotted path -> variable name."""
+    tree: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        parsed: Any = value
+        if value[:1] in ("[", "{"):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name}: value is not valid JSON: {exc}") from exc
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: conflicts with another VPS_BRAIN__ variable")
+            node = child
+        node[parts[-1]] = parsed
+        origin[".".join(parts)] = name
+    return tree, origin
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str, origin: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = origin.get(path)
+        if where is None:  # a model-level error: attribute it to the nearest env-set parent
+            where = next((v for k, v in origin.items() if k.startswith(path + ".")), None)
+        suffix = f" [from env {where}]" if where else f" [{source}]"
+        value = err.get("input")
+        shown = (
+            ""
+            if isinstance(value, dict | list)
+            or value is None
+            or "secret" in path
+            or "password" in path
+            else f" (got {value!r})"
+        )
+        lines.append(f"{path}: {err['msg']}{shown}{suffix}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, then the file at ``path`` (YAML, or TOML by suffix), then the environment."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        data = _read_file(p)
+        source = str(p)
+    tree, origin = _env_overrides(os.environ if environ is None else environ)
+    data = _merge(data, tree)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, origin)) from None
