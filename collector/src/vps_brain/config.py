@@ -225,12 +225,52 @@ class SimulatorSettings(Section):
         return self
 
 
+class ConsumerSettings(Section):
+    """``vps-brain consume`` on the Brain: group reads from the VPS, durable store, live feed.
+
+    ``redis`` is the VPS Redis (through the tunnel), as an ACL user that may read and acknowledge
+    but not write market data (``vps_brain.consume.reader.READER_ACL``).
+    """
+
+    #: Streams to read; empty = every stream matching ``stream_pattern`` (re-discovered).
+    streams: list[str] = Field(default_factory=list)
+    stream_pattern: str = "md:*"
+    discover_interval_s: PositiveFloat = 30.0
+    group: str = "brain"
+    #: Name within the group; empty = the host name.
+    consumer_name: str = ""
+    read_count: PositiveInt = 1000
+    block_ms: PositiveInt = 1000
+    #: Pending entries of another consumer of the group idle this long are claimed (XAUTOCLAIM).
+    claim_min_idle_ms: Annotated[int, Field(ge=0)] = 10_000
+    store_dir: Path = Path("/var/lib/vps-brain/store")
+    #: A part file is written (then checkpointed, then acknowledged) at the first bound reached.
+    flush_interval_s: PositiveFloat = 60.0
+    flush_max_records: PositiveInt = 500_000
+    flush_max_bytes: PositiveInt = 256 * 1024**2
+    parquet_compression: Literal["zstd", "snappy", "none"] = "zstd"
+    retry_min_s: PositiveFloat = 0.1
+    retry_max_s: PositiveFloat = 30.0
+    #: Publish every entry to the Brain's local Redis (stream ``live_prefix + key``).
+    live: bool = False
+    live_redis_url: str = "redis://127.0.0.1:6379/0"
+    live_prefix: str = "live:"
+    live_maxlen: PositiveInt = 100_000
+    #: Tunnel latency probe (PING to the VPS Redis) period.
+    ping_interval_s: PositiveFloat = 1.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9109  # 0 disables
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+
 class Settings(Section):
     """The whole configuration file. Sections: ``redis``, ``collector``, ``simulator``."""
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
 
 
 # ------------------------------------------------------------------------------------- loading
