@@ -1,0 +1,174 @@
+"""Records -> rows of the store: the raw payload plus the columns a strategy filters on.
+
+One row per record. Every row carries its position in the VPS stream (``entry_ms``, ``entry_seq``
+of the stream entry id, ``rec`` = index of the record inside the entry), which is the store's
+order, and ``recv_ns``, the collector's receive time. Prices and quantities stay the exchange's
+strings (exact); ids and times are int64. Columns that do not apply to a channel are null.
+
+The channel (the partition) is the stream name's second part (``ethusdt@depth@100ms`` -> ``depth``)
+for websocket messages, and ``snapshot``, ``gap``, ``quarantine``, ``control`` for the other
+record kinds. A message whose JSON cannot be parsed goes to the ``_invalid`` channel, raw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+from vps_brain.frame import Kind, Record
+
+SCHEMA: Final = pa.schema(
+    [
+        ("entry_ms", pa.int64()),
+        ("entry_seq", pa.int64()),
+        ("rec", pa.int32()),
+        ("recv_ns", pa.int64()),
+        ("kind", pa.int8()),
+        ("event_ms", pa.int64()),
+        ("trade_ms", pa.int64()),
+        ("first_update_id", pa.int64()),
+        ("update_id", pa.int64()),
+        ("trade_id", pa.int64()),
+        ("price", pa.string()),
+        ("qty", pa.string()),
+        ("side", pa.string()),
+        ("bid_price", pa.string()),
+        ("bid_qty", pa.string()),
+        ("ask_price", pa.string()),
+        ("ask_qty", pa.string()),
+        ("payload", pa.binary()),
+    ]
+)
+
+#: Columns every row has, before the channel's own columns; ``payload`` always comes last.
+COMMON: Final = ("entry_ms", "entry_seq", "rec", "recv_ns", "kind")
+
+Row = tuple[Any, ...]
+Extractor = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def _side(m: Any) -> str | None:
+    # Binance "m": the buyer is the maker, so the aggressor (taker) sold.
+    if m is True:
+        return "sell"
+    if m is False:
+        return "buy"
+    return None
+
+
+def _trade(d: dict[str, Any]) -> tuple[Any, ...]:
+    g = d.get
+    return g("E"), g("T"), g("t"), g("p"), g("q"), _side(g("m"))
+
+
+def _agg_trade(d: dict[str, Any]) -> tuple[Any, ...]:
+    g = d.get
+    return g("E"), g("T"), g("a"), g("p"), g("q"), _side(g("m"))
+
+
+def _depth(d: dict[str, Any]) -> tuple[Any, ...]:
+    g = d.get
+    return g("E"), g("U"), g("u")
+
+
+def _book_ticker(d: dict[str, Any]) -> tuple[Any, ...]:
+    g = d.get
+    return g("u"), g("b"), g("B"), g("a"), g("A")
+
+
+def _event(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (d.get("E"),)
+
+
+def _snapshot(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (d.get("lastUpdateId"),)
+
+
+def _none(d: dict[str, Any]) -> tuple[Any, ...]:
+    return ()
+
+
+_TRADE_COLS = ("event_ms", "trade_ms", "trade_id", "price", "qty", "side")
+#: channel -> (its columns, the function that extracts them from the event's ``data``)
+LAYOUTS: Final[dict[str, tuple[tuple[str, ...], Extractor]]] = {
+    "trade": (_TRADE_COLS, _trade),
+    "aggTrade": (_TRADE_COLS, _agg_trade),
+    "depth": (("event_ms", "first_update_id", "update_id"), _depth),
+    "bookTicker": (("update_id", "bid_price", "bid_qty", "ask_price", "ask_qty"), _book_ticker),
+    "snapshot": (("update_id",), _snapshot),
+}
+_GENERIC: Final = (("event_ms",), _event)
+_RAW: Final = ((), _none)
+
+KIND_CHANNEL: Final = {
+    Kind.SNAPSHOT: "snapshot",
+    Kind.GAP: "gap",
+    Kind.QUARANTINE: "quarantine",
+    Kind.CONTROL: "control",
+}
+INVALID_CHANNEL: Final = "_invalid"
+
+_NS_PER_DAY: Final = 86_400 * 1_000_000_000
+_day_names: dict[int, str] = {}
+
+
+def day_name(recv_ns: int) -> str:
+    """``YYYY-MM-DD`` (UTC) of a receive time; the store's date partition."""
+    day = recv_ns // _NS_PER_DAY
+    name = _day_names.get(day)
+    if name is None:
+        name = (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+        _day_names[day] = name
+    return name
+
+
+def layout(channel: str) -> tuple[tuple[str, ...], Extractor]:
+    return LAYOUTS.get(channel) or (_RAW if channel in _RAW_CHANNELS else _GENERIC)
+
+
+_RAW_CHANNELS: Final = frozenset({"gap", "quarantine", "control", INVALID_CHANNEL})
+
+#: Channel names become directory names: nothing but these characters.
+_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
+_safe_channels: set[str] = set()
+_loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
+
+
+def classify(rec: Record) -> tuple[str, tuple[Any, ...]]:
+    """The channel of a record and its channel columns (see :data:`LAYOUTS`)."""
+    if rec.kind == Kind.MESSAGE:
+        try:
+            env = _loads(rec.payload)
+            stream = env["stream"]
+            data = env["data"]
+            channel = stream.split("@", 2)[1]
+        except (_JSONError, KeyError, TypeError, IndexError, AttributeError):
+            return INVALID_CHANNEL, ()
+        if not isinstance(data, dict):
+            return INVALID_CHANNEL, ()
+        lay = LAYOUTS.get(channel)
+        if lay is not None:
+            return channel, lay[1](data)
+        if channel not in _safe_channels:
+            if channel in _RAW_CHANNELS or not _CHANNEL_RE.fullmatch(channel):
+                return INVALID_CHANNEL, ()
+            _safe_channels.add(channel)
+        return channel, (data.get("E"),)
+    if rec.kind == Kind.SNAPSHOT:
+        try:
+            snap = _loads(rec.payload)
+            return "snapshot", (snap.get("lastUpdateId"),)
+        except (_JSONError, AttributeError):
+            return INVALID_CHANNEL, ()
+    return KIND_CHANNEL.get(rec.kind, INVALID_CHANNEL), ()
+
+
+def columns_of(channel: str) -> tuple[str, ...]:
+    """All columns of a row of ``channel``, in row order."""
+    return (*COMMON, *layout(channel)[0], "payload")

@@ -1,0 +1,525 @@
+"""The Brain's durable store: Parquet parts plus a commit checkpoint, exactly once.
+
+Layout under ``root``::
+
+    data/exchange=binance/channel=trade/symbol=ethusdt/date=2024-08-08/part-<first>_<last>.parquet
+    quarantine/exchange=binance/symbol=ethusdt/part-<first>_<last>.parquet   (corrupt entries)
+    checkpoint.json   {"version": 1, "streams": {"md:binance:ethusdt": "1723161254024-3", ...}}
+    intent.json       present only while a flush is in progress
+    .lock             held (flock) by the one process that writes this store
+
+``<first>``/``<last>`` are the stream entry ids (``ms-seq``) of the part's first and last rows, so a
+reader orders parts and rows by stream position (see :mod:`.replay`). Files whose name starts with
+``.`` are work in progress; pyarrow, DuckDB and polars skip them.
+
+Commit protocol of :meth:`ParquetStore.flush` (rows are buffered in memory up to a size/time
+bound, so parts are large, not one per stream entry):
+
+1. ``intent.json`` names the parts about to be written and the stream ids they end at (atomic);
+2. each part goes to a hidden tmp file, fsync, rename to its final name, fsync of its directory;
+3. ``checkpoint.json`` gets the new last stored id per stream (tmp + fsync + rename + fsync);
+4. ``intent.json`` is removed, and the caller acknowledges (XACK) the entries of the flush.
+
+After a crash, :meth:`ParquetStore.open` deletes the parts of an intent the checkpoint does not
+cover (they will be re-read from the pending list and written again), and the caller acknowledges
+without storing every entry whose id is at or below the checkpoint: no loss, no duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vps_brain.consume.rows import COMMON, SCHEMA, Row, classify, day_name, layout
+from vps_brain.frame import Record
+
+StreamId = tuple[int, int]
+ZERO_ID: Final[StreamId] = (0, 0)
+
+QUARANTINE_SCHEMA: Final = pa.schema(
+    [
+        ("entry_ms", pa.int64()),
+        ("entry_seq", pa.int64()),
+        ("stream", pa.string()),
+        ("reason", pa.string()),
+        ("fields", pa.map_(pa.binary(), pa.binary())),
+    ]
+)
+
+_SAFE = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (locked by another process, unreadable checkpoint)."""
+
+
+class StoreWriteError(OSError):
+    """A flush failed (disk full, I/O error); nothing was committed, the buffer is intact."""
+
+
+def parse_id(raw: bytes | str) -> StreamId:
+    """``b"1723161254024-3"`` -> ``(1723161254024, 3)``."""
+    s = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = s.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(sid: StreamId) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+def split_stream(stream: str) -> tuple[str, str]:
+    """``md:binance:ethusdt`` -> ``("binance", "ethusdt")``; other keys map to exchange ``_``."""
+    parts = stream.split(":")
+    if len(parts) == 3 and _SAFE.fullmatch(parts[1]) and _SAFE.fullmatch(parts[2]):
+        exchange, symbol = parts[1], parts[2]
+    else:
+        exchange, symbol = "_", re.sub(r"[^A-Za-z0-9_.@-]", "_", stream)[:128] or "_"
+    if symbol in (".", ".."):
+        symbol = "_"
+    return exchange, symbol
+
+
+# ------------------------------------------------------------------------------ durable files
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to a new file and fsync it (every store write goes through here)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (tmp + fsync + rename + fsync dir)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write_file(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def makedirs_durable(path: Path) -> None:
+    """``mkdir -p`` that fsyncs the parent of every directory it creates."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir()
+        fsync_dir(d.parent)
+
+
+# ---------------------------------------------------------------------------------- buffers
+
+
+@dataclass
+class _Part:
+    """Rows of one partition waiting for the next flush."""
+
+    directory: Path
+    channel: str
+    rows: list[Row] = field(default_factory=list)
+    first: StreamId = ZERO_ID
+    last: StreamId = ZERO_ID
+
+
+@dataclass
+class _Quarantined:
+    directory: Path
+    rows: list[tuple[int, int, str, str, list[tuple[bytes, bytes]]]] = field(default_factory=list)
+    first: StreamId = ZERO_ID
+    last: StreamId = ZERO_ID
+
+
+def part_name(first: StreamId, last: StreamId) -> str:
+    return f"part-{format_id(first)}_{format_id(last)}.parquet"
+
+
+_PART_RE: Final = re.compile(r"part-(\d+)-(\d+)_(\d+)-(\d+)\.parquet")
+
+
+def part_range(name: str) -> tuple[StreamId, StreamId] | None:
+    """The first and last stream ids encoded in a part file name, or None."""
+    m = _PART_RE.fullmatch(name)
+    if m is None:
+        return None
+    a, b, c, d = map(int, m.groups())
+    return (a, b), (c, d)
+
+
+def _column(values: tuple[Any, ...], typ: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        # An exchange field of an unexpected type: keep the row (its payload is intact), null
+        # the parsed value rather than fail the whole flush.
+        clean: list[Any]
+        if pa.types.is_integer(typ):
+            clean = [v if type(v) is int and -(2**63) <= v < 2**63 else None for v in values]
+        else:
+            clean = [v if isinstance(v, str) else None for v in values]
+        return pa.array(clean, type=typ)
+
+
+def build_table(channel: str, rows: list[Row]) -> pa.Table:
+    """A table of :data:`~.rows.SCHEMA` from the rows of one channel's partition."""
+    names = (*COMMON, *layout(channel)[0], "payload")
+    cols = dict(zip(names, zip(*rows, strict=True), strict=True)) if rows else {}
+    n = len(rows)
+    arrays = []
+    for f in SCHEMA:
+        values = cols.get(f.name)
+        arrays.append(pa.nulls(n, f.type) if values is None else _column(values, f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+# ------------------------------------------------------------------------------------ store
+
+
+@dataclass
+class _Buffer:
+    """Everything taken since the last seal: rows per partition, quarantined entries, ids."""
+
+    parts: dict[tuple[str, str, str], _Part] = field(default_factory=dict)
+    quarantine: dict[str, _Quarantined] = field(default_factory=dict)
+    to_ack: dict[str, list[bytes]] = field(default_factory=dict)
+    records: int = 0
+    nbytes: int = 0
+    entries: int = 0
+
+
+class ParquetStore:
+    """Buffers decoded records per partition and commits them exactly once.
+
+    ``add*`` (the event loop) fill the current buffer; :meth:`seal` turns it into the batch the
+    next :meth:`commit` writes, which may run in a worker thread while new entries are buffered.
+    A batch that failed to commit (disk full) stays sealed and is retried first: the checkpoint
+    only ever moves forward over a contiguous prefix of each stream.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        compression: str = "zstd",
+        max_records: int = 500_000,
+        max_bytes: int = 256 * 1024**2,
+    ) -> None:
+        self.root = Path(root)
+        self.data_dir = self.root / "data"
+        self.quarantine_dir = self.root / "quarantine"
+        self.checkpoint_path = self.root / "checkpoint.json"
+        self.intent_path = self.root / "intent.json"
+        self.compression = compression
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.committed: dict[str, StreamId] = {}
+        self._seen: dict[str, StreamId] = {}
+        self._buf = _Buffer()
+        self._sealed: _Buffer | None = None
+        self._leftovers: set[Path] = set()
+        self._lock_fd: int | None = None
+        self.parts_written = 0
+        self.bytes_written = 0
+
+    # -------------------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        """Take the store's lock, finish or undo an interrupted flush, load the checkpoint."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"store {self.root} is in use by another process") from None
+        self._lock_fd = fd
+        self.committed = self._load_checkpoint()
+        self._recover()
+        self._seen = dict(self.committed)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> ParquetStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load_checkpoint(self) -> dict[str, StreamId]:
+        try:
+            raw = self.checkpoint_path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = orjson.loads(raw)
+            return {k: parse_id(v) for k, v in doc["streams"].items()}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{self.checkpoint_path} is unreadable: {exc}") from exc
+
+    def _recover(self) -> None:
+        try:
+            raw = self.intent_path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            intent = orjson.loads(raw)
+            streams = {k: parse_id(v) for k, v in intent["streams"].items()}
+            parts = [self.root / p for p in intent["parts"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            # The intent itself was never completely written, so no part was either.
+            self.intent_path.unlink()
+            return
+        done = all(self.committed.get(s, ZERO_ID) >= sid for s, sid in streams.items())
+        doomed = [] if done else parts
+        for p in doomed:
+            for q in (p, p.with_name(f".{p.name}.tmp")):
+                with contextlib.suppress(FileNotFoundError):
+                    q.unlink()
+        for d in {p.parent for p in doomed if p.parent.exists()}:
+            fsync_dir(d)
+        self.intent_path.unlink()
+        fsync_dir(self.root)
+
+    # ----------------------------------------------------------------------------- buffering
+
+    def last_seen(self, stream: str) -> StreamId:
+        """The last id stored or buffered for ``stream`` (entries at or below it are not new)."""
+        return self._seen.get(stream, ZERO_ID)
+
+    def is_committed(self, stream: str, sid: StreamId) -> bool:
+        return sid <= self.committed.get(stream, ZERO_ID)
+
+    def _accept(self, stream: str, entry_id: bytes) -> StreamId:
+        sid = parse_id(entry_id)
+        if sid <= self._seen.get(stream, ZERO_ID):
+            raise ValueError(f"{stream} {entry_id!r} is not after the last id taken")
+        self._seen[stream] = sid
+        self._buf.to_ack.setdefault(stream, []).append(entry_id)
+        self._buf.entries += 1
+        return sid
+
+    def add(self, stream: str, entry_id: bytes, records: Iterable[Record]) -> int:
+        """Buffer the records of one stream entry; returns how many. Ids must increase."""
+        sid = self._accept(stream, entry_id)
+        ms, seq = sid
+        exchange, symbol = split_stream(stream)
+        parts = self._buf.parts
+        n = 0
+        nbytes = 0
+        for i, rec in enumerate(records):
+            channel, values = classify(rec)
+            key = (stream, channel, day_name(rec.recv_ns))
+            part = parts.get(key)
+            if part is None:
+                part = parts[key] = _Part(
+                    self.data_dir
+                    / f"exchange={exchange}"
+                    / f"channel={channel}"
+                    / f"symbol={symbol}"
+                    / f"date={key[2]}",
+                    channel,
+                    first=sid,
+                )
+            part.rows.append((ms, seq, i, rec.recv_ns, rec.kind, *values, rec.payload))
+            part.last = sid
+            n += 1
+            nbytes += len(rec.payload) + 96
+        self._buf.records += n
+        self._buf.nbytes += nbytes
+        return n
+
+    def add_quarantine(
+        self, stream: str, entry_id: bytes, fields: Mapping[Any, Any] | None, reason: str
+    ) -> None:
+        """Buffer a stream entry that is not a valid frame, as received, with the reason."""
+        sid = self._accept(stream, entry_id)
+        exchange, symbol = split_stream(stream)
+        q = self._buf.quarantine.get(stream)
+        if q is None:
+            q = self._buf.quarantine[stream] = _Quarantined(
+                self.quarantine_dir / f"exchange={exchange}" / f"symbol={symbol}", first=sid
+            )
+        items = [(_b(k), _b(v)) for k, v in (fields or {}).items()]
+        q.rows.append((sid[0], sid[1], stream, reason, items))
+        q.last = sid
+        self._buf.nbytes += sum(len(k) + len(v) for k, v in items) + 96
+
+    @property
+    def buffered_records(self) -> int:
+        return self._buf.records + (self._sealed.records if self._sealed else 0)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buf.nbytes + (self._sealed.nbytes if self._sealed else 0)
+
+    @property
+    def buffered_entries(self) -> int:
+        return self._buf.entries + (self._sealed.entries if self._sealed else 0)
+
+    @property
+    def full(self) -> bool:
+        """The memory bound is reached: stop reading until a commit frees the buffers."""
+        return self.buffered_records >= self.max_records or self.buffered_bytes >= self.max_bytes
+
+    @property
+    def sealed(self) -> bool:
+        """A batch is waiting to be committed (in flight, or failed and to be retried)."""
+        return self._sealed is not None
+
+    # -------------------------------------------------------------------------------- flush
+
+    def seal(self) -> bool:
+        """Close the current buffer as the next batch to commit; False if nothing to seal or a
+        batch is still sealed (commit that one first)."""
+        if self._sealed is not None or self._buf.entries == 0:
+            return False
+        self._sealed, self._buf = self._buf, _Buffer()
+        return True
+
+    def commit(self) -> dict[str, list[bytes]]:
+        """Write the sealed batch durably; returns the entry ids to acknowledge, per stream.
+
+        Thread-safe against ``add*`` running concurrently. Raises :class:`StoreWriteError`
+        (nothing committed, the batch stays sealed for a retry) when the disk refuses.
+        """
+        batch = self._sealed
+        if batch is None:
+            return {}
+        new_ckpt = dict(self.committed)
+        for stream, ids in batch.to_ack.items():
+            new_ckpt[stream] = max(new_ckpt.get(stream, ZERO_ID), parse_id(ids[-1]))
+        jobs: list[tuple[Path, pa.Table]] = []
+        for part in batch.parts.values():
+            if part.rows:
+                table = build_table(part.channel, part.rows)
+                jobs.append((part.directory / part_name(part.first, part.last), table))
+        for q in batch.quarantine.values():
+            cols = list(zip(*q.rows, strict=True))
+            table = pa.Table.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(cols, QUARANTINE_SCHEMA, strict=True)],
+                schema=QUARANTINE_SCHEMA,
+            )
+            jobs.append((q.directory / part_name(q.first, q.last), table))
+        written: list[Path] = []
+        try:
+            self._write_intent(new_ckpt, [p for p, _ in jobs])
+            for path, table in jobs:
+                self._write_part(path, table)
+                written.append(path)
+            for d in {p.parent for p in written}:
+                fsync_dir(d)
+            tmp = self._checkpoint_tmp(new_ckpt)
+            os.replace(tmp, self.checkpoint_path)
+        except OSError as exc:
+            self._undo(written)
+            raise StoreWriteError(exc.errno or errno.EIO, f"store flush failed: {exc}") from exc
+        # From the rename on, the batch is committed: its parts are already durable.
+        self.committed = new_ckpt
+        with contextlib.suppress(OSError):
+            fsync_dir(self.root)
+        with contextlib.suppress(OSError):
+            self.intent_path.unlink()
+        self.parts_written += len(jobs)
+        self._sealed = None
+        return batch.to_ack
+
+    def flush(self) -> dict[str, list[bytes]]:
+        """Commit everything buffered (a sealed batch first); returns the ids to acknowledge."""
+        acks = self.commit()
+        if self.seal():
+            for stream, ids in self.commit().items():
+                acks.setdefault(stream, []).extend(ids)
+        return acks
+
+    def _write_intent(self, ckpt: Mapping[str, StreamId], parts: list[Path]) -> None:
+        if self._leftovers:
+            for p in list(self._leftovers):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                self._leftovers.discard(p)
+        doc = {
+            "streams": {s: format_id(v) for s, v in ckpt.items()},
+            "parts": [str(p.relative_to(self.root)) for p in parts],
+        }
+        atomic_write(self.intent_path, orjson.dumps(doc))
+
+    def _write_part(self, path: Path, table: pa.Table) -> None:
+        makedirs_durable(path.parent)
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            table,
+            sink,
+            compression=None if self.compression == "none" else self.compression,
+            use_dictionary=["side", "price", "bid_price", "ask_price"],
+            write_statistics=["entry_ms", "entry_seq", "recv_ns", "update_id", "trade_id"],
+        )
+        buf = sink.getvalue()
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            write_file(tmp, memoryview(buf))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self.bytes_written += buf.size
+
+    def _checkpoint_tmp(self, ckpt: Mapping[str, StreamId]) -> Path:
+        doc = {"version": 1, "streams": {s: format_id(v) for s, v in sorted(ckpt.items())}}
+        tmp = self.root / ".checkpoint.json.tmp"
+        write_file(tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return tmp
+
+    def _undo(self, written: list[Path]) -> None:
+        for p in written:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                self._leftovers.add(p)
+        with contextlib.suppress(OSError):
+            self.intent_path.unlink()
+
+
+def _b(v: Any) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    return str(v).encode()
