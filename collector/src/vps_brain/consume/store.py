@@ -381,6 +381,11 @@ class ParquetStore:
         q.last = sid
         self._buf.nbytes += sum(len(k) + len(v) for k, v in items) + 96
 
+    def add_missing(self, stream: str, entry_id: bytes) -> None:
+        """An entry deleted on the VPS before it was read: nothing to store, but the checkpoint
+        moves past it and it is acknowledged with the next flush."""
+        self._accept(stream, entry_id)
+
     @property
     def buffered_records(self) -> int:
         return self._buf.records + (self._sealed.records if self._sealed else 0)

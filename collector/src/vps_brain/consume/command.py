@@ -1,0 +1,89 @@
+"""``vps-brain consume``: the Brain's consumer service (see :mod:`vps_brain.consume.reader`).
+
+Settings come from ``--config`` (section ``consumer``, and ``redis`` for the VPS Redis through
+the tunnel) and ``VPS_BRAIN__...`` variables; the flags below override single fields.
+SIGTERM/SIGINT stop it cleanly: the buffer is committed and acknowledged before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from vps_brain.config import ConfigError, load_settings
+from vps_brain.logs import setup_logging
+
+log = logging.getLogger("vps_brain.consume")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="settings file (YAML or TOML)")
+    parser.add_argument("--redis-url", help="VPS Redis URL (overrides redis.url)")
+    parser.add_argument("--store", type=Path, help="store directory (consumer.store_dir)")
+    parser.add_argument("--group", help="consumer group (consumer.group)")
+    parser.add_argument("--name", help="consumer name in the group (consumer.consumer_name)")
+    parser.add_argument(
+        "--stream", action="append", help="stream key to read (repeatable; default: discover)"
+    )
+    parser.add_argument("--flush-interval", type=float, help="seconds between store commits")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port (0 disables)")
+    parser.add_argument("--live-url", help="publish the live feed to this (local) Redis")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc)
+        return 2
+    cons: dict[str, Any] = {}
+    if args.store is not None:
+        cons["store_dir"] = args.store
+    if args.group:
+        cons["group"] = args.group
+    if args.name:
+        cons["consumer_name"] = args.name
+    if args.stream:
+        cons["streams"] = args.stream
+    if args.flush_interval is not None:
+        cons["flush_interval_s"] = args.flush_interval
+    if args.metrics_port is not None:
+        cons["metrics_port"] = args.metrics_port
+    if args.live_url:
+        cons["live"] = True
+        cons["live_redis_url"] = args.live_url
+    try:
+        cfg = settings.consumer.model_validate({**settings.consumer.model_dump(), **cons})
+        redis_cfg = settings.redis
+        if args.redis_url:
+            redis_cfg = redis_cfg.model_validate({**redis_cfg.model_dump(), "url": args.redis_url})
+    except ValueError as exc:
+        print(f"invalid option: {exc}")
+        return 2
+    setup_logging(cfg.log_level, cfg.log_format)
+
+    from vps_brain.consume.metrics import ConsumerMetrics
+    from vps_brain.consume.reader import Consumer
+    from vps_brain.consume.store import StoreError
+
+    metrics = ConsumerMetrics()
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_host, cfg.metrics_port)
+    consumer = Consumer(cfg, redis_cfg, metrics=metrics)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, consumer.stop)
+        await consumer.run()
+
+    try:
+        asyncio.run(main())
+    except StoreError as exc:
+        log.error("cannot open the store", extra={"fields": {"error": str(exc)}})
+        return 1
+    return 0

@@ -1,0 +1,543 @@
+"""``vps-brain consume``: VPS Redis streams -> exactly-once store on the Brain (+ live feed).
+
+Life of the consumer (one process per store; the store's lock enforces it):
+
+1. open the store: undo an interrupted flush, load the commit checkpoint;
+2. connect to the VPS Redis as the read-only ACL user (:data:`READER_ACL`), find the streams,
+   create the consumer group where missing (from id 0: a new group reads the whole stream);
+3. recover: claim the pending entries of other, dead consumers of the group (XAUTOCLAIM), then
+   re-read this consumer's own pending entries from id 0, in id order;
+4. read new entries (XREADGROUP ``>``); every entry is checked against the checkpoint: at or
+   below it, it was stored before a crash and is only acknowledged; otherwise it is decoded
+   (:mod:`vps_brain.frame`), buffered, published to the live feed;
+5. at the flush bound (time, records, bytes) the buffer is sealed and committed in a worker
+   thread (Parquet parts, fsync, rename, checkpoint), then its entries are acknowledged.
+
+Corrupt or unknown-version entries are quarantined (stored aside with their stream id and the
+reason, counted, logged) and acknowledged only once that is durable. When the disk refuses a
+write, nothing is acknowledged; the consumer alerts (log + ``disk_blocked`` metric), keeps
+reading until its memory bound, then waits, retrying with capped, jittered backoff.
+A lost connection (tunnel cut, Redis restart) is retried the same way; recovery (3) runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from vps_brain.config import ConsumerSettings, RedisSettings
+from vps_brain.consume.live import LiveHub, LivePublisher
+from vps_brain.consume.metrics import ConsumerMetrics
+from vps_brain.consume.store import ParquetStore, StoreWriteError, StreamId, parse_id
+from vps_brain.frame import Decoder, FrameError
+
+log = logging.getLogger("vps_brain.consume")
+
+#: ACL rules of the Brain's user on the VPS Redis: read and acknowledge the market-data streams,
+#: manage its own group, probe; no command that writes market data (XADD, XDEL, XTRIM, DEL...).
+READER_ACL: Final = (
+    "resetkeys",
+    "~md:*",
+    "resetchannels",
+    "-@all",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xpending",
+    "+xinfo",
+    "+xlen",
+    "+xgroup|create",
+    "+xgroup|createconsumer",
+    "+scan",
+    "+type",
+    "+ping",
+    "+info",
+    "+client|setinfo",
+    "+client|setname",
+)
+
+_NET_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+ACK_CHUNK: Final = 2000
+
+
+class Backoff:
+    """Exponential backoff with a cap and full jitter."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+        self._n = 0
+
+    def next(self) -> float:
+        cap = min(self.high, self.low * (2**self._n))
+        self._n = min(self._n + 1, 30)
+        return random.uniform(self.low, max(self.low, cap))
+
+    def reset(self) -> None:
+        self._n = 0
+
+
+def connect(redis_cfg: RedisSettings, **kw: Any) -> aioredis.Redis:
+    """A client for the VPS Redis as the configured ACL user."""
+    r: aioredis.Redis = aioredis.Redis.from_url(
+        redis_cfg.url,
+        username=redis_cfg.username,
+        password=redis_cfg.resolved_password(),
+        socket_timeout=redis_cfg.socket_timeout_s,
+        socket_connect_timeout=redis_cfg.connect_timeout_s,
+        **kw,
+    )
+    return r
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class Consumer:
+    """Reads the VPS streams with a consumer group and commits them exactly once to the store."""
+
+    def __init__(
+        self,
+        cfg: ConsumerSettings,
+        redis_cfg: RedisSettings,
+        *,
+        metrics: ConsumerMetrics | None = None,
+        hub: LiveHub | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.redis_cfg = redis_cfg
+        self.name = cfg.consumer_name or socket.gethostname()
+        self.metrics = metrics or ConsumerMetrics()
+        self.hub = hub or LiveHub()
+        self.store = ParquetStore(
+            cfg.store_dir,
+            compression=cfg.parquet_compression,
+            max_records=cfg.flush_max_records,
+            max_bytes=cfg.flush_max_bytes,
+        )
+        self.publisher = (
+            LivePublisher(cfg.live_redis_url, cfg.live_prefix, cfg.live_maxlen)
+            if cfg.live
+            else None
+        )
+        self.decoder = Decoder()
+        self.streams: list[str] = list(cfg.streams)
+        self._last_discovery = 0.0
+        self._flush_deadline = 0.0
+        self._commit_task: asyncio.Task[dict[str, list[bytes]]] | None = None
+        self._disk_backoff = Backoff(cfg.retry_min_s, cfg.retry_max_s)
+        self._disk_retry_at = 0.0
+        self._stop = asyncio.Event()
+        self._last_recv: dict[str, int] = {}
+        self._disk_blocked = False
+        self._parts_seen = 0
+
+    # ------------------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; then commit and acknowledge what is buffered."""
+        self.store.open()
+        log.info(
+            "consumer started",
+            extra={
+                "fields": {
+                    "consumer": self.name,
+                    "group": self.cfg.group,
+                    "store": str(self.cfg.store_dir),
+                    "committed": len(self.store.committed),
+                }
+            },
+        )
+        backoff = Backoff(self.cfg.retry_min_s, self.cfg.retry_max_s)
+        r: aioredis.Redis | None = None
+        try:
+            while not self._stop.is_set():
+                r = connect(self.redis_cfg)
+                try:
+                    await self._session(r, backoff)
+                except _NET_ERRORS as exc:
+                    self.metrics.connected.set(0)
+                    self.metrics.reconnects.inc()
+                    delay = backoff.next()
+                    log.warning(
+                        "VPS Redis unreachable, retrying",
+                        extra={"fields": {"error": repr(exc), "retry_in_s": round(delay, 3)}},
+                    )
+                    await self._sleep(delay)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await r.aclose()
+                    r = None
+            await self._shutdown()
+        finally:
+            if self._commit_task is not None and not self._commit_task.done():
+                with contextlib.suppress(BaseException):
+                    await self._commit_task
+            if self.publisher is not None:
+                with contextlib.suppress(Exception):
+                    await self.publisher.close()
+            self.store.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _shutdown(self) -> None:
+        """Graceful stop: commit what is buffered and acknowledge it if Redis is reachable."""
+        if self._commit_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._commit_task
+            self._commit_task = None
+        try:
+            acks = await asyncio.to_thread(self.store.flush)
+        except StoreWriteError as exc:
+            log.error("final flush failed", extra={"fields": {"error": str(exc)}})
+            return
+        if not acks:
+            return
+        r = connect(self.redis_cfg)
+        try:
+            await self._ack(r, acks)
+        except _NET_ERRORS:
+            pass  # acknowledged at the next start (ids are at or below the checkpoint)
+        finally:
+            with contextlib.suppress(Exception):
+                await r.aclose()
+
+    # ------------------------------------------------------------------------------ session
+
+    async def _session(self, r: aioredis.Redis, backoff: Backoff) -> None:
+        await r.ping()
+        self.metrics.connected.set(1)
+        await self._discover(r, force=True)
+        await self._recover(r)
+        backoff.reset()
+        log.info("reading", extra={"fields": {"streams": self.streams}})
+        self._flush_deadline = time.monotonic() + self.cfg.flush_interval_s
+        next_probe = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            await self._maybe_commit(r, now)
+            if now >= next_probe:
+                await self._probe(r)
+                next_probe = now + self.cfg.ping_interval_s
+            if now - self._last_discovery >= self.cfg.discover_interval_s:
+                await self._discover(r)
+            if not self.streams:
+                await self._sleep(min(1.0, self.cfg.discover_interval_s))
+                await self._discover(r, force=True)
+                continue
+            if self.store.full:
+                # Memory bound reached while a commit is in flight or failing: wait for it.
+                await self._sleep(0.01 if self._commit_task else 0.1)
+                continue
+            if self._commit_task is not None:
+                wake = now + 0.05  # look for the commit's end soon, to acknowledge it
+            elif self.store.sealed:
+                wake = self._disk_retry_at
+            else:
+                wake = self._flush_deadline
+            block = int(max(1, min(self.cfg.block_ms, (wake - now) * 1000)))
+            try:
+                resp: Any = await r.xreadgroup(
+                    self.cfg.group,
+                    self.name,
+                    dict.fromkeys(self.streams, ">"),
+                    count=self.cfg.read_count,
+                    block=block,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # stream recreated, or Redis lost its data
+                    log.warning("consumer group missing, recreating", extra={"fields": {}})
+                    await self._discover(r, force=True)
+                    await self._recover(r)
+                    continue
+                raise
+            if resp:
+                await self._handle(r, resp)
+
+    async def _discover(self, r: aioredis.Redis, force: bool = False) -> None:
+        self._last_discovery = time.monotonic()
+        if self.cfg.streams:
+            wanted = list(self.cfg.streams)
+        else:
+            wanted = sorted(
+                {
+                    _s(k)
+                    async for k in r.scan_iter(
+                        match=self.cfg.stream_pattern, count=1000, _type="STREAM"
+                    )
+                }
+            )
+        ready: list[str] = []
+        for key in wanted:
+            try:
+                await r.xgroup_create(key, self.cfg.group, id="0")
+                log.info("created consumer group", extra={"fields": {"stream": key}})
+            except ResponseError as exc:
+                msg = str(exc)
+                if "BUSYGROUP" not in msg:
+                    if "requires the key to exist" in msg or "no such key" in msg.lower():
+                        continue  # the collector has not written it yet; never create it here
+                    raise
+            ready.append(key)
+        if ready != self.streams or force:
+            new = [s for s in ready if s not in self.streams]
+            self.streams = ready
+            if new and not force:
+                log.info("new streams", extra={"fields": {"streams": new}})
+                await self._recover(r, new)
+
+    async def _recover(self, r: aioredis.Redis, streams: Sequence[str] | None = None) -> None:
+        """Claim dead consumers' pending entries, then re-read our own pending list in order."""
+        for key in streams if streams is not None else self.streams:
+            await self._claim_all(r, key)
+            start = "0"
+            while not self._stop.is_set():
+                if self.store.full:
+                    await self._maybe_commit(r, time.monotonic(), wait=True)
+                    continue
+                resp: Any = await r.xreadgroup(
+                    self.cfg.group, self.name, {key: start}, count=self.cfg.read_count
+                )
+                if not resp or not resp[0][1]:
+                    break
+                start = _s(resp[0][1][-1][0])
+                await self._handle(r, resp)
+
+    async def _claim_all(self, r: aioredis.Redis, key: str) -> None:
+        """Take over every pending entry of other consumers of the group, waiting (bounded) for
+        them to be idle for ``claim_min_idle_ms``. Entries must be stored in id order, so new
+        entries are not read while older ones are pending elsewhere."""
+        deadline = time.monotonic() + 3 * self.cfg.claim_min_idle_ms / 1000 + 1
+        while True:
+            summary = await r.xpending(key, self.cfg.group)
+            others = [c for c in summary.get("consumers") or [] if _s(c["name"]) != self.name]
+            if not others:
+                return
+            start = "0-0"
+            claimed = 0
+            while True:
+                res = await r.xautoclaim(
+                    key,
+                    self.cfg.group,
+                    self.name,
+                    min_idle_time=self.cfg.claim_min_idle_ms,
+                    start_id=start,
+                    count=1000,
+                    justid=True,
+                )
+                # justid: a list of ids; redis-py drops the cursor, so page by the last id.
+                ids = list(res)
+                claimed += len(ids)
+                if len(ids) < 1000:
+                    break
+                ms, seq = parse_id(ids[-1])
+                start = f"{ms}-{seq + 1}"
+            if claimed:
+                log.info(
+                    "claimed pending entries of other consumers",
+                    extra={
+                        "fields": {
+                            "stream": key,
+                            "entries": claimed,
+                            "from": [_s(c["name"]) for c in others],
+                        }
+                    },
+                )
+            remaining = await r.xpending(key, self.cfg.group)
+            still = [c for c in remaining.get("consumers") or [] if _s(c["name"]) != self.name]
+            if not still:
+                return
+            if time.monotonic() > deadline:
+                log.warning(
+                    "entries pending at another consumer that is not idle; is a second consumer "
+                    "reading this group?",
+                    extra={"fields": {"stream": key, "consumers": [_s(c["name"]) for c in still]}},
+                )
+                return
+            await self._sleep(min(1.0, max(0.05, self.cfg.claim_min_idle_ms / 4000)))
+
+    # ----------------------------------------------------------------------------- entries
+
+    async def _handle(self, r: aioredis.Redis, resp: Sequence[Any]) -> None:
+        m = self.metrics
+        store = self.store
+        decoder = self.decoder
+        ack_now: dict[str, list[bytes]] = {}
+        live: list[tuple[str, bytes, Mapping[bytes, bytes]]] = []
+        hub = self.hub if self.hub.active else None
+        for key_raw, entries in resp:
+            key = _s(key_raw)
+            seen = store.last_seen(key)
+            n_entries = n_records = n_bytes = 0
+            for eid, fields in entries:
+                sid: StreamId = parse_id(eid)
+                if sid <= seen:
+                    if store.is_committed(key, sid):
+                        ack_now.setdefault(key, []).append(eid)
+                        m.duplicates.inc()
+                    continue  # else: buffered already, acknowledged with its flush
+                seen = sid
+                n_entries += 1
+                if not fields:
+                    store.add_missing(key, eid)
+                    m.missing.inc()
+                    log.warning(
+                        "pending entry was deleted on the VPS before it was stored",
+                        extra={"fields": {"stream": key, "id": _s(eid)}},
+                    )
+                    continue
+                try:
+                    records = decoder.decode(fields)
+                except FrameError as exc:
+                    store.add_quarantine(key, eid, fields, str(exc))
+                    m.quarantined.labels(key).inc()
+                    log.warning(
+                        "quarantined a corrupt entry",
+                        extra={"fields": {"stream": key, "id": _s(eid), "reason": str(exc)}},
+                    )
+                    continue
+                store.add(key, eid, records)
+                n_records += len(records)
+                for rec in records:
+                    n_bytes += len(rec.payload)
+                if records:
+                    self._last_recv[key] = records[-1].recv_ns
+                if self.publisher is not None:
+                    live.append((key, eid, fields))
+                if hub is not None:
+                    m.live_dropped.inc(hub.publish(key, eid, records))
+            if n_entries:
+                m.entries.labels(key).inc(n_entries)
+                m.records.labels(key).inc(n_records)
+                m.bytes.labels(key).inc(n_bytes)
+        if live and self.publisher is not None:
+            try:
+                m.live_published.inc(await self.publisher.publish(live))
+            except _NET_ERRORS as exc:
+                log.warning("live feed publish failed", extra={"fields": {"error": repr(exc)}})
+        m.buffered_records.set(store.buffered_records)
+        m.buffered_bytes.set(store.buffered_bytes)
+        if ack_now:
+            await self._ack(r, ack_now)
+
+    async def _ack(self, r: aioredis.Redis, acks: Mapping[str, list[bytes]]) -> None:
+        pipe = r.pipeline(transaction=False)
+        n = 0
+        for key, ids in acks.items():
+            for i in range(0, len(ids), ACK_CHUNK):
+                pipe.xack(key, self.cfg.group, *ids[i : i + ACK_CHUNK])
+            n += len(ids)
+        if n:
+            await pipe.execute()
+            self.metrics.acked.inc(n)
+
+    # ------------------------------------------------------------------------------ commits
+
+    async def _maybe_commit(self, r: aioredis.Redis, now: float, wait: bool = False) -> None:
+        """Start a commit at the flush bound; acknowledge a finished one; retry a failed one."""
+        task = self._commit_task
+        if task is not None:
+            if not task.done() and wait:
+                await asyncio.wait({task}, timeout=0.5)
+            if not task.done():
+                return
+            self._commit_task = None
+            try:
+                acks = task.result()
+            except StoreWriteError as exc:
+                self.metrics.flush_errors.inc()
+                self.metrics.disk_blocked.set(1)
+                self._disk_blocked = True
+                delay = self._disk_backoff.next()
+                self._disk_retry_at = now + delay
+                log.error(
+                    "store write failed: acknowledgements stopped until it succeeds",
+                    extra={
+                        "fields": {
+                            "error": str(exc),
+                            "errno": exc.errno,
+                            "retry_in_s": round(delay, 3),
+                            "buffered_records": self.store.buffered_records,
+                        }
+                    },
+                )
+                if wait:
+                    await self._sleep(min(delay, 0.5))
+                return
+            if self._disk_blocked:
+                log.warning("store writable again; acknowledging", extra={"fields": {}})
+            self._disk_blocked = False
+            self.metrics.disk_blocked.set(0)
+            self._disk_backoff.reset()
+            self.metrics.flushes.inc()
+            self.metrics.parts.inc(self.store.parts_written - self._parts_seen)
+            self._parts_seen = self.store.parts_written
+            await self._ack(r, acks)
+            now = time.monotonic()
+        if self.store.sealed:
+            if now < self._disk_retry_at and not wait:
+                return
+            if now < self._disk_retry_at:
+                await self._sleep(min(0.5, self._disk_retry_at - now))
+            self._start_commit()
+            if wait:
+                await self._maybe_commit(r, time.monotonic(), wait=True)
+            return
+        due = now >= self._flush_deadline or self.store.full or wait
+        if due:
+            self._flush_deadline = now + self.cfg.flush_interval_s
+            if self.store.seal():
+                self._start_commit()
+                if wait:
+                    await self._maybe_commit(r, time.monotonic(), wait=True)
+
+    def _start_commit(self) -> None:
+        started = time.perf_counter()
+
+        def commit() -> dict[str, list[bytes]]:
+            acks = self.store.commit()
+            self.metrics.flush_seconds.observe(time.perf_counter() - started)
+            return acks
+
+        self._commit_task = asyncio.create_task(asyncio.to_thread(commit))
+
+    # ------------------------------------------------------------------------------- probes
+
+    async def _probe(self, r: aioredis.Redis) -> None:
+        """Tunnel latency (PING round trip), group lag and pending per stream, time lag."""
+        m = self.metrics
+        t0 = time.perf_counter()
+        await r.ping()
+        rtt = time.perf_counter() - t0
+        m.tunnel_rtt.set(rtt)
+        m.tunnel_rtt_hist.observe(rtt)
+        now_ns = time.time_ns()
+        for key, recv_ns in self._last_recv.items():
+            m.lag_seconds.labels(key).set(max(0.0, (now_ns - recv_ns) / 1e9))
+        for key in self.streams:
+            try:
+                groups = await r.xinfo_groups(key)
+            except ResponseError:
+                continue
+            for g in groups:
+                if _s(g.get("name", b"")) == self.cfg.group:
+                    lag = g.get("lag")
+                    if lag is not None:
+                        m.lag_entries.labels(key).set(int(lag))
+                    m.pending_entries.labels(key).set(int(g.get("pending", 0)))
