@@ -15,7 +15,7 @@ from vps_brain import __version__
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "consume": ("vps_brain.consume.command", "Brain: VPS streams -> exactly-once store + live feed"),
+    "consume": ("vps_brain.consume.command", "Brain: VPS streams -> exactly-once store, live feed"),
     "replay": ("vps_brain.consume.replay", "Brain: read the store back in stream order"),
 }
 

@@ -63,8 +63,6 @@ READER_ACL: Final = (
     "+type",
     "+ping",
     "+info",
-    "+client|setinfo",
-    "+client|setname",
 )
 
 _NET_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
