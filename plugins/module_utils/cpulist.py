@@ -182,7 +182,7 @@ def parse_isolcpus(value: str | None) -> tuple[frozenset[int], tuple[str, ...]]:
     """
     if value is None:
         return frozenset(), ()
-    parts = [part for part in ''.join(value.split()).split(',')]
+    parts = ''.join(value.split()).split(',')
     flags: list[str] = []
     while parts and parts[0] and not parts[0][0].isdigit():
         flag = parts.pop(0)

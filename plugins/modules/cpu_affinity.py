@@ -21,7 +21,7 @@ description:
   - Affinity is not persistent. A service restart starts new processes on the unit's own
     C(CPUAffinity=); use this module for a running process, and the unit file for a lasting pin.
 author:
-  - vps_brain developers
+  - vps_brain developers (@marketdata)
 options:
   unit:
     description:
@@ -39,7 +39,8 @@ options:
     description:
       - A process name, compared with the process's C(comm) (which the kernel truncates to
         15 characters), the base name of its executable and the base name of its first argument.
-      - Matches every process of that name; when O(root) is V(/), the module's own process never matches.
+      - Matches every process of that name; when O(root) is V(/), the module's own process never
+        matches, not even as a child of a matching process.
     type: str
   include_children:
     description:
@@ -341,7 +342,11 @@ def select_pids(module, tree, live):
             module.fail_json(msg='unit %s has no running process' % unit)
         what = 'unit %s' % unit
     if params['include_children']:
-        seeds = descendants(tree, seeds)
+        found = descendants(tree, seeds)
+        if live and os.getpid() not in seeds:
+            # A name such as python3 or sh can match an ancestor of this module: leave the module out.
+            found.discard(os.getpid())
+        seeds = found
     return sorted(seeds), what
 
 

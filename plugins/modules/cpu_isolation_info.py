@@ -22,7 +22,7 @@ description:
   - Every CPU set is returned twice, as a kernel CPU list string (V(0-1,3)) and as a list of
     integers (the same key with a C(_cpus) suffix).
 author:
-  - vps_brain developers
+  - vps_brain developers (@marketdata)
 options:
   expected:
     description:

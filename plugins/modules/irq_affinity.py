@@ -22,7 +22,7 @@ description:
   - IRQ affinity is not persistent; C(irqbalance) may also move IRQs again unless it is stopped
     or told to leave them alone.
 author:
-  - vps_brain developers
+  - vps_brain developers (@marketdata)
 options:
   interface:
     description:

@@ -85,8 +85,8 @@ def test_format_cpulist_rejects_bad_cpu_numbers(bad):
 
 def test_cpulist_round_trips():
     rng = random.Random(42)
-    for _ in range(200):
-        cpus = {rng.randrange(0, 300) for _ in range(rng.randrange(0, 40))}
+    for _round in range(200):
+        cpus = {rng.randrange(0, 300) for _pick in range(rng.randrange(0, 40))}
         text = format_cpulist(cpus)
         assert parse_cpulist(text) == cpus
         assert format_cpulist(parse_cpulist(text)) == text
@@ -133,8 +133,8 @@ def test_format_mask_refuses_cpus_beyond_nr_cpus():
 
 def test_mask_round_trips():
     rng = random.Random(7)
-    for _ in range(200):
-        cpus = {rng.randrange(0, 130) for _ in range(rng.randrange(0, 20))}
+    for _round in range(200):
+        cpus = {rng.randrange(0, 130) for _pick in range(rng.randrange(0, 20))}
         assert parse_mask(format_mask(cpus)) == cpus
 
 
