@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test the collection's custom modules (plugins/modules, plugins/module_utils):
 #   1. unit tests (tests/unit, pytest through `ansible-test units`) on fabricated /proc and /sys trees;
-#   2. `ansible-test sanity` on plugins/ and tests/ (with --all: on the whole collection).
+#   2. `ansible-test sanity` on plugins/, tests/ and this script (with --all: the whole collection).
 # ansible-test needs the collection under .../ansible_collections/marketdata/vps_brain, so it runs on a
 # copy in .cache/ansible-test/. No containers: --local, Python 3.11.
 #
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 PYTHON_VERSION=3.11
-sanity_targets=(plugins/ tests/)
+sanity_targets=(plugins/ tests/ scripts/test-modules.sh)
 run_units=1
 run_sanity=1
 for arg in "$@"; do
