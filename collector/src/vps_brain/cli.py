@@ -15,6 +15,9 @@ from vps_brain import __version__
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("vps_brain.sim.cli", "Local fake Binance Spot: websocket streams + REST, faults"),
+    "collect": ("vps_brain.collect.cli", "VPS: Binance streams -> Redis Streams, loss-free"),
+    "trim": ("vps_brain.collect.trim_cli", "VPS: trim streams below what every group acknowledged"),
     "consume": ("vps_brain.consume.command", "Brain: VPS streams -> exactly-once store, live feed"),
     "replay": ("vps_brain.consume.replay", "Brain: read the store back in stream order"),
 }

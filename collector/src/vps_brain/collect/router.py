@@ -1,0 +1,317 @@
+"""From websocket frames to records: validation, renewal de-duplication, sequence checks.
+
+Every frame a connection receives goes through :meth:`Router.on_frame`, synchronously:
+
+1. validation: oversized, malformed JSON, unknown stream or missing ids -> QUARANTINE record in
+   ``md:<exchange>:_quarantine`` (counted, logged once per reason);
+2. ownership: each stream is owned by one connection. During a renewal the new connection is the
+   stream's *successor*: its messages are held until they overlap what the owner delivered
+   (depth by ``U``/``u``, trades by ``t``, bookTickers by ``u``), then ownership switches and only
+   messages past the last delivered id are kept, so a renewal neither drops nor repeats anything;
+3. sequence: trades must have consecutive ids, depth events ``U == previous u + 1``. A break
+   writes a GAP record and (depth) starts a resync: a REST snapshot is fetched after the first
+   buffered event, refetched while ``lastUpdateId < first U``, and written as a SNAPSHOT record.
+
+Raw frames are never altered or dropped (except exact duplicates of the renewal overlap):
+diffs with ``u <= lastUpdateId`` stay in the log and the reader skips them, which keeps the log a
+byte-for-byte copy of what the exchange sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import orjson
+
+from vps_brain.collect.stats import CollectorStats
+from vps_brain.frame import Kind, Record, quarantine_key, stream_key
+
+log = logging.getLogger("vps_brain.collect")
+
+MAX_SUCCESSOR_PENDING = 200_000
+
+Emit = Callable[[str, Record], None]
+
+
+class Channel(Enum):
+    TRADE = "trade"
+    DEPTH = "depth"
+    TICKER = "bookTicker"
+    OTHER = "other"
+
+
+def channel_of(stream: str) -> Channel:
+    _, _, ch = stream.partition("@")
+    if ch == "trade":
+        return Channel.TRADE
+    if ch.startswith("depth") and not ch[5:6].isdigit():  # depth, depth@100ms (not depth5/10/20)
+        return Channel.DEPTH
+    if ch == "bookTicker":
+        return Channel.TICKER
+    return Channel.OTHER
+
+
+class DepthSync(Enum):
+    INIT = "init"  # no event yet: the first one triggers a snapshot
+    WAITING = "waiting"  # events buffered (written), snapshot requested
+    SYNCED = "synced"
+
+
+@dataclass(slots=True)
+class Held:
+    recv_ns: int
+    raw: bytes
+    lo: int
+    hi: int
+
+
+@dataclass(slots=True)
+class StreamState:
+    name: str
+    symbol: str
+    channel: Channel
+    key: str
+    last: int = -1  # last written id: u (depth, ticker) or t (trade); -1 = none yet
+    owner: int | None = None
+    successor: int | None = None
+    held: list[Held] = field(default_factory=list)
+    sync: DepthSync = DepthSync.INIT
+    first_u: int = 0  # first U buffered since the last (re)start of the depth sync
+
+
+class Router:
+    """Validates frames, de-duplicates renewals, checks sequences and emits records."""
+
+    def __init__(
+        self,
+        exchange: str,
+        streams: list[str],
+        emit: Emit,
+        stats: CollectorStats,
+        request_snapshot: Callable[[str], None],
+        max_frame_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.exchange = exchange
+        self.emit = emit
+        self.stats = stats
+        self.request_snapshot = request_snapshot
+        self.max_frame_bytes = max_frame_bytes
+        self.qkey = quarantine_key(exchange)
+        self.streams: dict[str, StreamState] = {}
+        for s in streams:
+            sym = s.split("@", 1)[0].lower()
+            self.streams[s] = StreamState(s, sym, channel_of(s), stream_key(exchange, sym))
+        self.depth_of: dict[str, StreamState] = {
+            st.symbol: st for st in self.streams.values() if st.channel is Channel.DEPTH
+        }
+        self._logged: set[str] = set()
+        self.on_switched: Callable[[int], None] = lambda _cid: None
+
+    # ---------------------------------------------------------------------------- frames
+    def on_frame(self, cid: int, recv_ns: int, raw: bytes) -> None:
+        size = len(raw)
+        if size > self.max_frame_bytes:
+            self.quarantine(recv_ns, raw, "oversized", f"{size} bytes")
+            return
+        try:
+            msg = orjson.loads(raw)
+            name = msg["stream"]
+            data = msg["data"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            self.quarantine(recv_ns, raw, "malformed", raw[:80].decode(errors="replace"))
+            return
+        st = self.streams.get(name) if isinstance(name, str) else None
+        if st is None:
+            self.quarantine(recv_ns, raw, "unknown_stream", str(name)[:80])
+            return
+        try:
+            ch = st.channel
+            if ch is Channel.DEPTH:
+                lo, hi = int(data["U"]), int(data["u"])
+            elif ch is Channel.TRADE:
+                lo = hi = int(data["t"])
+            elif ch is Channel.TICKER:
+                lo = hi = int(data["u"])
+            else:
+                lo = hi = -1
+        except (KeyError, TypeError, ValueError):
+            self.quarantine(recv_ns, raw, "malformed", f"{name}: missing ids")
+            return
+        self.stats.messages_in[name] += 1
+        self.stats.bytes_in[name] += size
+
+        if st.owner is None:
+            st.owner = cid
+        if cid == st.owner:
+            self._accept(st, recv_ns, raw, lo, hi)
+            if st.successor is not None and st.held:
+                self._try_switch(st)
+        elif cid == st.successor:
+            st.held.append(Held(recv_ns, raw, lo, hi))
+            self._try_switch(st)
+        else:
+            self.stats.duplicates[name] += 1  # a retired connection still draining
+
+    def quarantine(self, recv_ns: int, raw: bytes, reason: str, detail: str = "") -> None:
+        self.stats.quarantined[reason] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning(
+                "quarantined a frame (%s): %s; further ones are only counted",
+                reason,
+                detail,
+                extra={"fields": {"reason": reason}},
+            )
+        self.emit(self.qkey, Record(recv_ns, Kind.QUARANTINE, raw))
+
+    # ------------------------------------------------------------------------- sequences
+    def _accept(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
+        ch = st.channel
+        if ch is Channel.DEPTH:
+            if st.last >= 0 and lo != st.last + 1:
+                if hi <= st.last:
+                    self.stats.duplicates[st.name] += 1
+                    return
+                self._gap(st, recv_ns, "depth", st.last + 1, lo)
+                st.sync = DepthSync.INIT
+            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            st.last = hi
+            if st.sync is DepthSync.INIT:
+                st.sync = DepthSync.WAITING
+                st.first_u = lo
+                self.stats.resyncs[st.symbol] += 1
+                self.control([st.symbol], recv_ns, {"event": "resync_started", "symbol": st.symbol})
+                self.request_snapshot(st.symbol)
+        elif ch is Channel.TRADE:
+            if st.last >= 0 and lo != st.last + 1:
+                if lo <= st.last:
+                    self.stats.duplicates[st.name] += 1
+                    return
+                self._gap(st, recv_ns, "trade", st.last + 1, lo)
+            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            st.last = hi
+        elif ch is Channel.TICKER:
+            if hi <= st.last:
+                self.stats.duplicates[st.name] += 1
+                return
+            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            st.last = hi
+        else:
+            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+
+    def _gap(self, st: StreamState, recv_ns: int, channel: str, expected: int, got: int) -> None:
+        self.stats.gaps[(st.symbol, channel)] += 1
+        log.warning(
+            "gap on %s: expected %d, got %d",
+            st.name,
+            expected,
+            got,
+            extra={"fields": {"stream": st.name, "expected": expected, "got": got}},
+        )
+        payload = orjson.dumps(
+            {
+                "symbol": st.symbol,
+                "channel": channel,
+                "reason": "sequence",
+                "expected": expected,
+                "got": got,
+            }
+        )
+        self.emit(st.key, Record(recv_ns, Kind.GAP, payload))
+
+    def on_snapshot(self, symbol: str, recv_ns: int, body: bytes) -> bool:
+        """A REST snapshot arrived; returns False when it is too old and must be refetched."""
+        st = self.depth_of.get(symbol)
+        if st is None:
+            return True
+        try:
+            last_update_id = int(orjson.loads(body)["lastUpdateId"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self.quarantine(recv_ns, body, "malformed_snapshot", symbol)
+            return False
+        if last_update_id < st.first_u:
+            log.info(
+                "snapshot of %s too old (%d < %d): refetching", symbol, last_update_id, st.first_u
+            )
+            return False
+        self.emit(st.key, Record(recv_ns, Kind.SNAPSHOT, body))
+        self.stats.snapshots[symbol] += 1
+        st.sync = DepthSync.SYNCED
+        return True
+
+    def snapshot_wanted(self, symbol: str) -> bool:
+        st = self.depth_of.get(symbol)
+        return st is not None and st.sync is DepthSync.WAITING
+
+    # -------------------------------------------------------------------------- renewal
+    def take_over(self, cid: int, streams: list[str]) -> None:
+        """A replacement connection (after a drop): it owns its streams at once."""
+        for s in streams:
+            st = self.streams[s]
+            st.owner = cid
+            st.successor = None
+            st.held.clear()
+
+    def begin_successor(self, cid: int, streams: list[str]) -> None:
+        """A renewal connection: it takes over each stream once it overlaps the owner."""
+        for s in streams:
+            st = self.streams[s]
+            st.successor = cid
+            st.held.clear()
+
+    def pending_switch(self, cid: int) -> int:
+        return sum(1 for st in self.streams.values() if st.successor == cid)
+
+    def _try_switch(self, st: StreamState) -> None:
+        held = st.held
+        if st.last < 0:
+            self._switch(st)
+            return
+        # drop what the owner already delivered
+        last = st.last
+        i = 0
+        while i < len(held) and held[i].hi <= last:
+            i += 1
+        seen_overlap = i > 0
+        if i:
+            self.stats.duplicates[st.name] += i
+            del held[:i]
+        if not held:
+            if seen_overlap:
+                self._switch(st)
+            return
+        first = held[0]
+        if st.channel in (Channel.DEPTH, Channel.TRADE):
+            if first.lo <= last + 1:
+                self._switch(st)
+        elif seen_overlap:
+            self._switch(st)
+        if st.successor is not None and len(held) > MAX_SUCCESSOR_PENDING:
+            self._switch(st)
+
+    def _switch(self, st: StreamState) -> None:
+        cid = st.successor
+        if cid is None:
+            return
+        st.owner = cid
+        st.successor = None
+        held, st.held = st.held, []
+        for h in held:
+            self._accept(st, h.recv_ns, h.raw, h.lo, h.hi)
+        if self.pending_switch(cid) == 0:
+            self.on_switched(cid)
+
+    def force_switch(self, cid: int) -> None:
+        """End of the overlap (deadline or old connection gone): switch every remaining stream."""
+        for st in self.streams.values():
+            if st.successor == cid:
+                self._switch(st)
+
+    # -------------------------------------------------------------------------- control
+    def control(self, symbols: list[str], recv_ns: int, event: dict[str, object]) -> None:
+        payload = orjson.dumps(event)
+        for sym in dict.fromkeys(symbols):
+            self.emit(stream_key(self.exchange, sym), Record(recv_ns, Kind.CONTROL, payload))

@@ -1,0 +1,106 @@
+"""Counters of the collector, kept as plain ints on the hot path and exported to Prometheus.
+
+The hot path bumps dict entries (cheap); a custom Prometheus collector reads them at scrape time.
+Batch latency (first record received -> entry acknowledged by Redis) is a real histogram,
+observed once per batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
+
+
+@dataclass
+class CollectorStats:
+    """Everything the collector counts; labels are stream names, keys and reasons."""
+
+    messages_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    records_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    entries_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    duplicates: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    gaps: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    resyncs: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    snapshots: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    quarantined: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reconnects: int = 0
+    renewals: int = 0
+    rest_requests: int = 0
+    rest_429: int = 0
+    spooled_batches: int = 0
+    drained_batches: int = 0
+    trimmed_entries: int = 0
+    spool_bytes: int = 0
+    spool_batches: int = 0
+    queued_records: int = 0
+    spilling: int = 0
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    batch_latency: Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batch_latency = Histogram(
+            "vps_brain_collector_batch_latency_seconds",
+            "Receive time of a batch's first record to the entry acknowledged by Redis",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Export(self))
+
+
+class _Export(Collector):
+    def __init__(self, stats: CollectorStats) -> None:
+        self.s = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        p = "vps_brain_collector_"
+        for name, doc, data, label in (
+            ("messages_in", "Websocket messages received", s.messages_in, "stream"),
+            ("bytes_in", "Raw bytes received", s.bytes_in, "stream"),
+            ("records_out", "Records written to Redis", s.records_out, "key"),
+            ("bytes_out", "Entry bytes written to Redis (after compression)", s.bytes_out, "key"),
+            ("entries_out", "Stream entries written to Redis", s.entries_out, "key"),
+            (
+                "duplicates",
+                "Messages dropped as duplicates (renewal overlap)",
+                s.duplicates,
+                "stream",
+            ),
+            ("resyncs", "Depth resyncs started", s.resyncs, "symbol"),
+            ("snapshots", "REST snapshots written", s.snapshots, "symbol"),
+            ("quarantined", "Frames quarantined", s.quarantined, "reason"),
+        ):
+            m = CounterMetricFamily(p + name, doc, labels=[label])
+            for k, v in data.items():
+                m.add_metric([k], v)
+            yield m
+        g = CounterMetricFamily(p + "gaps", "Sequence gaps detected", labels=["symbol", "channel"])
+        for (sym, ch), v in s.gaps.items():
+            g.add_metric([sym, ch], v)
+        yield g
+        for name, doc, value in (
+            ("reconnects", "Unplanned reconnects", s.reconnects),
+            ("renewals", "Planned connection renewals", s.renewals),
+            ("rest_requests", "REST snapshot requests", s.rest_requests),
+            ("rest_429", "REST 429/418 answers", s.rest_429),
+            ("spooled_batches", "Batches written to the disk spool", s.spooled_batches),
+            ("drained_batches", "Batches drained from the spool to Redis", s.drained_batches),
+            ("trimmed_entries", "Entries trimmed after acknowledgement", s.trimmed_entries),
+        ):
+            yield CounterMetricFamily(p + name, doc, value=value)
+        for name, doc, value in (
+            ("spool_bytes", "Bytes waiting in the disk spool", s.spool_bytes),
+            ("spool_batches", "Batches waiting in the disk spool", s.spool_batches),
+            ("queued_records", "Records waiting in memory for Redis", s.queued_records),
+            ("spilling", "1 while batches go to the spool instead of Redis", s.spilling),
+        ):
+            yield GaugeMetricFamily(p + name, doc, value=value)

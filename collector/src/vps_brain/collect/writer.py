@@ -1,0 +1,377 @@
+"""Records -> batches -> Redis, with the disk spool when Redis is full, refusing or gone.
+
+* :class:`Batcher` groups records per stream key and closes a batch on count, bytes or age
+  (``batch_max_delay_ms``); each batch becomes one entry (or one entry per record in plain
+  framing) with an explicit, increasing entry id ``<ms>-<seq>`` assigned here.
+* :class:`RedisWriter` owns the order: one task sends closed batches in a MULTI/EXEC pipeline
+  (all-or-nothing, so an OOM refusal never splits a round). While Redis is above its memory
+  high-watermark, refuses (OOM) or is unreachable, batches go to the :class:`Spool` in order, and
+  whenever the spool is not empty new batches go behind it; the spool drains back first when Redis
+  has room again. Explicit ids make every re-send idempotent: Redis refuses an id it already has.
+* The in-memory queue is bounded: :meth:`RedisWriter.wait_room` is the backpressure receivers
+  await. Nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExecAbortError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from vps_brain.collect.spool import Batch, Entry, Spool, SpoolFull
+from vps_brain.collect.stats import CollectorStats
+from vps_brain.frame import HEADER, BatchEncoder, Kind, Record, encode_plain
+
+log = logging.getLogger("vps_brain.collect.writer")
+
+DRAIN_CHUNK_BYTES = 4 * 1024 * 1024
+ROUND_MAX_BATCHES = 256
+
+
+class IdGen:
+    """Strictly increasing stream entry ids per key, from the wall clock."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[int, int]] = {}
+
+    def seed(self, key: str, entry_id: bytes | str) -> None:
+        raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        ms, _, seq = raw.partition("-")
+        cur = (int(ms), int(seq or 0))
+        if cur > self.last.get(key, (0, 0)):
+            self.last[key] = cur
+
+    def next(self, key: str) -> bytes:
+        ms = time.time_ns() // 1_000_000
+        last = self.last.get(key)
+        cur = (last[0], last[1] + 1) if last is not None and ms <= last[0] else (ms, 0)
+        self.last[key] = cur
+        return b"%d-%d" % cur
+
+
+class _Open:
+    __slots__ = ("count", "first_mono", "handle", "nbytes", "parts", "records")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.records: list[Record] = []
+        self.count = 0
+        self.nbytes = 0
+        self.first_mono = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+
+
+class Batcher:
+    """Per-key open batches closed on count, bytes or age."""
+
+    def __init__(
+        self,
+        writer: RedisWriter,
+        framing: str = "batch",
+        codec: str = "zstd",
+        level: int = 3,
+        max_records: int = 2000,
+        max_bytes: int = 1024 * 1024,
+        max_delay_ms: float = 5.0,
+    ) -> None:
+        self.writer = writer
+        self.plain = framing == "plain"
+        self.encoder = BatchEncoder(codec, level)
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.delay = max_delay_ms / 1000.0
+        self.open: dict[str, _Open] = {}
+        self.ids = writer.ids
+        self._pack = HEADER.pack
+
+    def add(self, key: str, rec: Record) -> None:
+        b = self.open.get(key)
+        if b is None:
+            b = self.open[key] = _Open()
+        if b.count == 0:
+            b.first_mono = time.monotonic()
+            b.handle = asyncio.get_running_loop().call_later(self.delay, self.flush_key, key)
+        if self.plain:
+            b.records.append(rec)
+        else:
+            b.parts.append(self._pack(rec.recv_ns, rec.kind, len(rec.payload)))
+            b.parts.append(rec.payload)
+        b.count += 1
+        b.nbytes += len(rec.payload) + HEADER.size
+        self.writer.queued_records += 1
+        if b.count >= self.max_records or b.nbytes >= self.max_bytes:
+            self.flush_key(key)
+
+    def flush_key(self, key: str) -> None:
+        b = self.open.get(key)
+        if b is None or b.count == 0:
+            return
+        if b.handle is not None:
+            b.handle.cancel()
+        del self.open[key]
+        if self.plain:
+            entries = [Entry(self.ids.next(key), encode_plain(r)) for r in b.records]
+        else:
+            fields = self.encoder.encode_raw(b"".join(b.parts), b.count)
+            entries = [Entry(self.ids.next(key), fields)]
+        self.writer.submit(Batch(key, entries, b.count, b.first_mono, b.nbytes))
+
+    def flush_all(self) -> None:
+        for key in list(self.open):
+            self.flush_key(key)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc)
+    return "OOM" in text or "EXECABORT" in text or "maxmemory" in text
+
+
+def _is_dup_id(exc: BaseException) -> bool:
+    return "equal or smaller than the target stream top item" in str(exc)
+
+
+class RedisWriter:
+    """The single ordered path from closed batches to Redis (or the spool)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        spool: Spool,
+        stats: CollectorStats,
+        queue_max_records: int = 200_000,
+        high_watermark: float = 0.85,
+        low_watermark: float = 0.70,
+        memory_check_interval_s: float = 1.0,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.r = client
+        self.spool = spool
+        self.stats = stats
+        self.queue: deque[Batch] = deque()
+        self.queued_records = 0
+        self.queue_max_records = queue_max_records
+        self.high = high_watermark
+        self.low = low_watermark
+        self.check_interval = memory_check_interval_s
+        self.backoff_max_s = backoff_max_s
+        self.ids = IdGen()
+        self.spilling = False  # memory above the high watermark (or OOM seen)
+        self.healthy = True
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._attempt = 0
+        self._retry_at = 0.0
+        self.keys: set[str] = set()
+
+    # ------------------------------------------------------------------------ interface
+    def submit(self, batch: Batch) -> None:
+        self.queue.append(batch)
+        self.keys.add(batch.key)
+        self._idle.clear()
+        self._wake.set()
+        if self.queued_records >= self.queue_max_records:
+            self._room.clear()
+
+    @property
+    def full(self) -> bool:
+        return not self._room.is_set()
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+    async def wait_idle(self) -> None:
+        """Until the queue is empty and everything sits in Redis (or in the spool)."""
+        await self._idle.wait()
+
+    async def seed_ids(self, keys: Iterable[str]) -> None:
+        """Start entry ids after each stream's last generated id (survives trimming)."""
+        for key in keys:
+            try:
+                info = await self.r.xinfo_stream(key)
+            except ResponseError:
+                continue  # no such stream yet
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("cannot read last ids from Redis (%s): using the clock", exc)
+                return
+            self.ids.seed(key, info["last-generated-id"])
+
+    # ----------------------------------------------------------------------------- tasks
+    async def run(self) -> None:
+        while True:
+            if not self.queue and not (len(self.spool) and self._may_drain()):
+                if not self.queue and not len(self.spool):
+                    self._idle.set()
+                self._wake.clear()
+                timeout = None
+                if len(self.spool):
+                    timeout = 0.2
+                    if not self.healthy:
+                        timeout = max(0.01, self._retry_at - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            batches: list[Batch] = []
+            while self.queue and len(batches) < ROUND_MAX_BATCHES:
+                batches.append(self.queue.popleft())
+            if not batches:
+                await self._drain_once()
+                continue
+            if len(self.spool) or self.spilling or not self.healthy:
+                await self._to_spool(batches)
+                if self._may_drain():
+                    await self._drain_once()
+            elif not await self._send(batches):
+                await self._to_spool(batches)
+            self._release(batches)
+
+    def _release(self, batches: list[Batch]) -> None:
+        self.queued_records -= sum(b.records for b in batches)
+        self.stats.queued_records = self.queued_records
+        if self.queued_records < self.queue_max_records * 0.8:
+            self._room.set()
+
+    def _may_drain(self) -> bool:
+        return not self.spilling and (self.healthy or time.monotonic() >= self._retry_at)
+
+    async def _to_spool(self, batches: list[Batch]) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.append, batches)
+                break
+            except SpoolFull as exc:
+                self._room.clear()
+                log.error("spool full (%s): holding batches in memory, backpressure on", exc)
+                if self._may_drain():
+                    await self._drain_once()
+                else:
+                    await asyncio.sleep(0.5)
+        self.stats.spooled_batches += len(batches)
+        self._update_spool_stats()
+
+    def _update_spool_stats(self) -> None:
+        self.stats.spool_batches = len(self.spool)
+        self.stats.spool_bytes = self.spool.size if len(self.spool) else 0
+
+    async def _drain_once(self) -> None:
+        batches, cursor = await asyncio.to_thread(self.spool.read, DRAIN_CHUNK_BYTES)
+        if not batches:
+            await asyncio.to_thread(self.spool.commit, cursor, 0)
+            return
+        if await self._send(batches, drained=True):
+            await asyncio.to_thread(self.spool.commit, cursor, len(batches))
+            self.stats.drained_batches += len(batches)
+            if not len(self.spool):
+                log.info("spool drained: writing to Redis directly again")
+        self._update_spool_stats()
+
+    async def _send(self, batches: list[Batch], drained: bool = False) -> bool:
+        """One MULTI/EXEC round; True when every entry is in Redis."""
+        try:
+            async with self.r.pipeline(transaction=True) as pipe:
+                for b in batches:
+                    for e in b.entries:
+                        pipe.xadd(b.key, e.fields, id=e.id)  # type: ignore[arg-type]
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._fail(f"Redis unreachable: {exc}")
+            return False
+        except (ExecAbortError, ResponseError) as exc:
+            if _is_oom(exc):
+                self._set_spilling(True, f"Redis refused writes: {exc}")
+            else:
+                self._fail(f"Redis error: {exc}")
+            return False
+        i = 0
+        for b in batches:
+            for e in b.entries:
+                res = results[i]
+                i += 1
+                if isinstance(res, Exception):
+                    if _is_dup_id(res) and await self._exists(b.key, e.id):
+                        continue  # written by an earlier attempt whose reply was lost
+                    if _is_dup_id(res):
+                        # our clock is behind the stream: a new id, and try again
+                        info = await self.r.xinfo_stream(b.key)
+                        self.ids.seed(b.key, info["last-generated-id"])
+                        e.id = self.ids.next(b.key)
+                        self._fail(f"entry id behind stream {b.key}: re-numbered")
+                        return False
+                    if _is_oom(res):
+                        self._set_spilling(True, str(res))
+                    else:
+                        self._fail(f"XADD to {b.key} failed: {res}")
+                    return False
+        now = time.monotonic()
+        for b in batches:
+            self.stats.records_out[b.key] += b.records
+            self.stats.entries_out[b.key] += len(b.entries)
+            self.stats.bytes_out[b.key] += sum(
+                len(k) + len(v) for e in b.entries for k, v in e.fields.items()
+            )
+            if not drained and b.first_mono:
+                self.stats.batch_latency.observe(now - b.first_mono)
+        if not self.healthy:
+            log.info("Redis reachable again")
+        self.healthy = True
+        self._attempt = 0
+        return True
+
+    async def _exists(self, key: str, entry_id: bytes) -> bool:
+        got = await self.r.xrange(key, entry_id, entry_id, count=1)
+        return bool(got)
+
+    def _fail(self, why: str) -> None:
+        if self.healthy:
+            log.error("%s: batches go to the disk spool", why)
+        self.healthy = False
+        delay = random.uniform(0.5, 1.0) * min(self.backoff_max_s, 0.05 * 2**self._attempt)
+        self._attempt = min(self._attempt + 1, 20)
+        self._retry_at = time.monotonic() + delay
+
+    def _set_spilling(self, on: bool, why: str) -> None:
+        if on != self.spilling:
+            log.warning("%s: %s", "spilling to disk" if on else "spill over", why)
+        self.spilling = on
+        self.stats.spilling = int(on)
+        if not on:
+            self._wake.set()
+
+    async def memory_loop(self) -> None:
+        """Watch used_memory against maxmemory and toggle spilling with hysteresis."""
+        while True:
+            await asyncio.sleep(self.check_interval)
+            try:
+                info = await self.r.info("memory")
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                continue
+            except ResponseError:
+                continue
+            if not self.healthy:
+                self.healthy = True  # reachable again: let the writer try
+                self._wake.set()
+            used = int(info.get("used_memory", 0))
+            limit = int(info.get("maxmemory", 0))
+            if limit <= 0:
+                if self.spilling:
+                    self._set_spilling(False, "no maxmemory")
+                continue
+            frac = used / limit
+            if frac >= self.high and not self.spilling:
+                self._set_spilling(True, f"used_memory at {frac:.0%} of maxmemory")
+            elif frac < self.low and self.spilling:
+                self._set_spilling(False, f"used_memory down to {frac:.0%} of maxmemory")
+
+
+__all__ = ["Batcher", "IdGen", "Kind", "RedisWriter"]

@@ -1,0 +1,232 @@
+"""Websocket connections: combined streams, reconnect with backoff, renewal before the 24 h cut.
+
+A :class:`Slot` serves one group of at most 1024 streams (subscriptions in the URL). It keeps one
+live connection; when that connection drops it reconnects with capped, jittered backoff (never
+giving up) and the new connection takes the streams over at once (the router records any gap).
+When the connection reaches ``renew_after_s`` the slot opens a second connection on the same
+streams and hands each stream over once the two overlap (see :mod:`vps_brain.collect.router`),
+then closes the old one: a renewal leaves neither a gap nor a duplicate.
+
+Pings are answered by aiohttp (``autoping``: the pong carries the ping's payload); a connection
+silent for ``idle_timeout_s`` (no message, no ping) is presumed dead and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from vps_brain.collect.rest import backoff
+from vps_brain.collect.router import Router
+from vps_brain.collect.stats import CollectorStats
+
+log = logging.getLogger("vps_brain.collect.ws")
+
+_conn_ids = itertools.count(1)
+
+
+def split_streams(streams: list[str], per_connection: int) -> list[list[str]]:
+    """Streams in groups of at most ``per_connection`` (Binance: 1024)."""
+    return [streams[i : i + per_connection] for i in range(0, len(streams), per_connection)]
+
+
+class Connection:
+    """One websocket: reads frames into the router until it closes."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse[bool],
+        cid: int,
+        router: Router,
+        wait_room: Callable[[], Awaitable[None]],
+        is_full: Callable[[], bool],
+        idle_timeout_s: float,
+    ) -> None:
+        self.ws = ws
+        self.id = cid
+        self.router = router
+        self.wait_room = wait_room
+        self.is_full = is_full
+        self.idle_timeout_s = idle_timeout_s
+        self.opened = time.monotonic()
+        self.closed = asyncio.Event()
+        self.reason = ""
+        self.task: asyncio.Task[None] | None = None
+
+    async def read(self) -> None:
+        on_frame = self.router.on_frame
+        ws = self.ws
+        text = aiohttp.WSMsgType.TEXT
+        try:
+            while True:
+                msg = await ws.receive(timeout=self.idle_timeout_s)
+                if msg.type is text:
+                    on_frame(self.id, time.time_ns(), msg.data)
+                    if self.is_full():
+                        await self.wait_room()
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    self.router.quarantine(time.time_ns(), msg.data, "binary_frame")
+                else:
+                    if msg.type is aiohttp.WSMsgType.ERROR:
+                        self.reason = f"error: {msg.data}"
+                    else:
+                        self.reason = f"closed by server ({ws.close_code})"
+                    break
+        except TimeoutError:
+            self.reason = f"idle for {self.idle_timeout_s}s"
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            self.reason = f"error: {exc}"
+        finally:
+            self.closed.set()
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.closed.set()
+
+
+class Slot:
+    """One group of streams and its connection lifecycle."""
+
+    def __init__(
+        self,
+        index: int,
+        ws_url: str,
+        streams: list[str],
+        router: Router,
+        stats: CollectorStats,
+        session: aiohttp.ClientSession,
+        wait_room: Callable[[], Awaitable[None]],
+        is_full: Callable[[], bool],
+        renew_after_s: float,
+        renew_overlap_s: float,
+        reconnect_min_s: float,
+        reconnect_max_s: float,
+        idle_timeout_s: float,
+        max_msg_size: int,
+    ) -> None:
+        self.index = index
+        self.url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams)
+        self.streams = streams
+        self.symbols = list(dict.fromkeys(s.split("@", 1)[0] for s in streams))
+        self.router = router
+        self.stats = stats
+        self.session = session
+        self.wait_room = wait_room
+        self.is_full = is_full
+        self.renew_after_s = renew_after_s
+        self.renew_overlap_s = renew_overlap_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_msg_size = max_msg_size
+        self.current: Connection | None = None
+        self._switched: dict[int, asyncio.Event] = {}
+
+    def _control(self, event: str, **extra: object) -> None:
+        self.router.control(
+            self.symbols, time.time_ns(), {"event": event, "slot": self.index, **extra}
+        )
+
+    async def _open(self) -> Connection:
+        """Connect, retrying with capped jittered backoff until it works."""
+        attempt = 0
+        while True:
+            try:
+                ws = await self.session.ws_connect(
+                    self.url,
+                    autoping=True,
+                    max_msg_size=self.max_msg_size,
+                    decode_text=False,
+                    compress=0,
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                delay = max(
+                    self.reconnect_min_s,
+                    backoff(attempt, self.reconnect_min_s, self.reconnect_max_s),
+                )
+                log.warning("slot %d: connect failed (%s); retry in %.2fs", self.index, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            conn = Connection(
+                ws, next(_conn_ids), self.router, self.wait_room, self.is_full, self.idle_timeout_s
+            )
+            return conn
+
+    def _start(self, conn: Connection) -> None:
+        conn.task = asyncio.create_task(conn.read(), name=f"ws-{conn.id}")
+
+    def _on_switched(self, cid: int) -> None:
+        ev = self._switched.get(cid)
+        if ev is not None:
+            ev.set()
+
+    async def run(self) -> None:
+        conn = await self._open()
+        self.router.take_over(conn.id, self.streams)
+        self._control("connection_opened", conn=conn.id, streams=len(self.streams))
+        self._start(conn)
+        self.current = conn
+        log.info("slot %d: connected (%d streams)", self.index, len(self.streams))
+        try:
+            while True:
+                age = time.monotonic() - conn.opened
+                wait = max(0.0, self.renew_after_s - age)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.closed.wait(), wait)
+                if conn.closed.is_set():
+                    self.stats.reconnects += 1
+                    log.warning("slot %d: connection %d lost: %s", self.index, conn.id, conn.reason)
+                    self._control("connection_closed", conn=conn.id, reason=conn.reason)
+                    conn = await self._open()
+                    self.router.take_over(conn.id, self.streams)
+                    self._control("connection_opened", conn=conn.id, streams=len(self.streams))
+                    self._start(conn)
+                    self.current = conn
+                    continue
+                conn = await self._renew(conn)
+                self.current = conn
+        finally:
+            if self.current is not None:
+                await self.current.close()
+
+    async def _renew(self, old: Connection) -> Connection:
+        """Open a successor, hand the streams over, close ``old``; returns the successor."""
+        new = await self._open()
+        switched = self._switched[new.id] = asyncio.Event()
+        self.router.on_switched = self._on_switched
+        self.router.begin_successor(new.id, self.streams)
+        self._start(new)
+        self._control("connection_renewing", old=old.id, new=new.id)
+        waiters = [
+            asyncio.ensure_future(switched.wait()),
+            asyncio.ensure_future(old.closed.wait()),
+            asyncio.ensure_future(new.closed.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.renew_overlap_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+        self.router.force_switch(new.id)
+        del self._switched[new.id]
+        self.stats.renewals += 1
+        self._control("connection_renewed", old=old.id, new=new.id)
+        log.info("slot %d: connection %d renewed by %d", self.index, old.id, new.id)
+        await old.close()
+        return new

@@ -1,0 +1,407 @@
+"""The fake Binance Spot server: combined-stream websockets and the REST depth snapshot.
+
+Endpoints (same paths as Binance):
+
+* ``GET /stream?streams=a/b/c``: websocket, each event as ``{"stream":..,"data":..}``; the server
+  pings every ``ping_interval_s`` and closes a connection that has not ponged for 3 intervals.
+* ``GET /api/v3/depth?symbol=ETHUSDT&limit=1000``: snapshot with ``lastUpdateId``; 429 with
+  ``Retry-After`` when that fault is armed.
+
+Control endpoints for tests and the lab (not Binance):
+
+* ``GET /_sim/stats``: counters as JSON (published per stream, sent per connection, faults).
+* ``POST /_sim/fault/<name>`` with query parameters: ``drop``, ``gap?stream=&count=``,
+  ``malformed``, ``oversized?bytes=``, ``unknown``, ``rest429?count=``, ``cut?after_s=``.
+
+Faults from :class:`~vps_brain.config.FaultSettings` apply to every connection; injected bad
+frames (malformed, oversized, unknown stream) are *extra* frames, so the real sequence is intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from vps_brain.config import FaultSettings, SimulatorSettings
+from vps_brain.sim.market import CHANNELS, GeneratedMarket, Hub, Market, ReplayMarket, envelope
+
+log = logging.getLogger("vps_brain.sim")
+
+OUTBOX_MAX = 500_000  # a client this far behind is disconnected (Binance does the same)
+
+
+@dataclass
+class ConnStats:
+    id: int
+    streams: list[str]
+    opened_at: float
+    sent: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    injected: dict[str, int] = field(default_factory=dict)
+    pings: int = 0
+    pongs: int = 0
+    closed_reason: str | None = None
+
+
+class SimConnection:
+    """One websocket client: an outbox fed by the hub, a sender task applying the faults."""
+
+    def __init__(self, sim: Simulator, ws: web.WebSocketResponse, cid: int, streams: list[str]):
+        self.sim = sim
+        self.ws = ws
+        self.stats = ConnStats(cid, streams, time.monotonic())
+        self.outbox: deque[tuple[str, bytes]] = deque()
+        self.wake = asyncio.Event()
+        self.total_sent = 0
+        self.skip: dict[str, int] = {}
+        self.extra: deque[tuple[str, bytes]] = deque()  # injected bad frames
+        self.close_reason: str | None = None
+        f = sim.faults
+        self.gap_armed = f.gap_after_messages > 0
+        self.trade_gap_armed = f.trade_gap_after_messages > 0
+        self.last_pong = time.monotonic()
+
+    def deliver(self, stream: str, payload: bytes) -> None:
+        self.outbox.append((stream, payload))
+        if len(self.outbox) > OUTBOX_MAX:
+            self.close("slow client")
+        self.wake.set()
+
+    def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+            self.stats.closed_reason = reason
+        self.wake.set()
+
+    def inject(self, kind: str, frame: bytes) -> None:
+        self.extra.append((kind, frame))
+        self.wake.set()
+
+    def _periodic_faults(self) -> None:
+        f = self.sim.faults
+        n = self.total_sent
+        if f.malformed_every and n % f.malformed_every == 0:
+            self.extra.append(("malformed", b'{"stream":"' + self.stats.streams[0].encode() + b'"'))
+        if f.oversized_every and n % f.oversized_every == 0:
+            self.extra.append(
+                ("oversized", oversized_frame(self.stats.streams[0], f.oversized_bytes))
+            )
+        if f.unknown_stream_every and n % f.unknown_stream_every == 0:
+            self.extra.append(("unknown", envelope("zzzusdt@trade", b'{"e":"trade","t":1}')))
+        if self.gap_armed and n >= f.gap_after_messages:
+            self.gap_armed = False
+            depth = next((s for s in self.stats.streams if "@depth" in s), None)
+            if depth:
+                self.skip[depth] = self.skip.get(depth, 0) + f.gap_size
+        if self.trade_gap_armed and n >= f.trade_gap_after_messages:
+            self.trade_gap_armed = False
+            trade = next((s for s in self.stats.streams if s.endswith("@trade")), None)
+            if trade:
+                self.skip[trade] = self.skip.get(trade, 0) + f.gap_size
+
+    async def send_loop(self) -> None:
+        try:
+            await self._send_loop()
+        except (ConnectionError, RuntimeError) as exc:
+            self.close(f"send failed: {exc}")
+
+    async def _send_loop(self) -> None:
+        ws = self.ws
+        stats = self.stats
+        f = self.sim.faults
+        while self.close_reason is None:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.close_reason is None and (self.outbox or self.extra):
+                while self.extra:
+                    kind, frame = self.extra.popleft()
+                    await ws.send_frame(frame, WSMsgType.TEXT)
+                    stats.injected[kind] = stats.injected.get(kind, 0) + 1
+                if not self.outbox:
+                    break
+                stream, payload = self.outbox.popleft()
+                if self.skip.get(stream):
+                    self.skip[stream] -= 1
+                    stats.skipped[stream] = stats.skipped.get(stream, 0) + 1
+                    continue
+                await ws.send_frame(payload, WSMsgType.TEXT)
+                stats.sent[stream] = stats.sent.get(stream, 0) + 1
+                self.total_sent += 1
+                self._periodic_faults()
+                if f.drop_after_messages and self.total_sent >= f.drop_after_messages:
+                    self.close("drop fault")
+        await ws.close(code=1001, message=(self.close_reason or "closed").encode()[:120])
+
+    async def ping_loop(self) -> None:
+        interval = self.sim.settings.ping_interval_s
+        n = 0
+        while self.close_reason is None:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_pong > 3 * interval:
+                self.close("no pong")
+                return
+            n += 1
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.ping(str(n).encode())
+                self.stats.pings += 1
+
+    async def cut_loop(self) -> None:
+        while self.close_reason is None:
+            after = self.sim.faults.close_after_s
+            if after <= 0:
+                await asyncio.sleep(0.05)
+                continue
+            left = after - (time.monotonic() - self.stats.opened_at)
+            if left <= 0:
+                self.close("24h cut")
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+    async def read_loop(self) -> None:
+        async for msg in self.ws:
+            if msg.type == WSMsgType.PONG:
+                self.last_pong = time.monotonic()
+                self.stats.pongs += 1
+            elif msg.type == WSMsgType.PING:
+                await self.ws.pong(msg.data)
+            # Text from the client (SUBSCRIBE etc.) is ignored: subscriptions are in the URL.
+        self.close(self.close_reason or "client closed")
+
+
+def oversized_frame(stream: str, size: int) -> bytes:
+    pad = b"x" * max(size, 0)
+    return envelope(stream, b'{"e":"pad","pad":"' + pad + b'"}')
+
+
+class Simulator:
+    """The simulator as an object: ``await sim.start()``, ``sim.ws_url``, ``await sim.stop()``."""
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self.faults: FaultSettings = settings.faults.model_copy()
+        self.hub = Hub()
+        self.market: Market
+        if settings.mode == "replay":
+            self.market = ReplayMarket(self.hub, settings.replay_files, settings.replay_speed)
+        else:
+            self.market = GeneratedMarket(
+                self.hub,
+                settings.symbols,
+                settings.depth_rate,
+                settings.trade_rate,
+                settings.ticker_rate,
+                settings.max_messages,
+                settings.book_levels,
+                settings.seed,
+            )
+        self.connections: dict[int, SimConnection] = {}
+        self.closed: list[ConnStats] = []
+        self._ids = itertools.count(1)
+        self.rest_requests = 0
+        self.rest_429_left = self.faults.rest_429_count
+        self.rest_429_sent = 0
+        self._runner: web.AppRunner | None = None
+        self._market_task: asyncio.Task[None] | None = None
+        self.port = settings.port
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/stream", self._ws_handler)
+        app.router.add_get("/api/v3/depth", self._depth_handler)
+        app.router.add_get("/api/v3/ping", self._ping_handler)
+        app.router.add_get("/_sim/stats", self._stats_handler)
+        app.router.add_post("/_sim/fault/{name}", self._fault_handler)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        self._market_task = asyncio.create_task(self.market.run(), name="sim-market")
+
+    async def stop(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.close("simulator stopping")
+        if self._market_task:
+            self._market_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._market_task
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.port}"
+
+    # ------------------------------------------------------------------------------- faults
+    def drop_all(self) -> None:
+        for conn in self.connections.values():
+            conn.close("drop fault")
+
+    def inject_gap(self, stream: str, count: int) -> None:
+        for conn in self.connections.values():
+            if stream in conn.stats.streams:
+                conn.skip[stream] = conn.skip.get(stream, 0) + count
+
+    def inject_malformed(self) -> None:
+        for conn in self.connections.values():
+            conn.inject("malformed", b'{"stream":"' + conn.stats.streams[0].encode() + b'","da')
+
+    def inject_oversized(self, size: int) -> None:
+        for conn in self.connections.values():
+            conn.inject("oversized", oversized_frame(conn.stats.streams[0], size))
+
+    def inject_unknown(self) -> None:
+        for conn in self.connections.values():
+            conn.inject("unknown", envelope("zzzusdt@trade", b'{"e":"trade","t":1}'))
+
+    def arm_rest_429(self, count: int) -> None:
+        self.rest_429_left = count
+
+    def set_cut(self, after_s: float) -> None:
+        self.faults.close_after_s = after_s
+
+    # ------------------------------------------------------------------------------ handlers
+    def _valid_stream(self, stream: str) -> bool:
+        sym, sep, channel = stream.partition("@")
+        return bool(sep) and sym in self.market.symbols and channel in CHANNELS
+
+    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        streams = [s for s in request.query.get("streams", "").split("/") if s]
+        bad = [s for s in streams if not self._valid_stream(s)]
+        if not streams or bad or len(streams) > 1024:
+            return web.json_response(
+                {"code": -1121, "msg": f"Invalid stream(s): {bad or streams}"}, status=400
+            )
+        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        cid = next(self._ids)
+        conn = SimConnection(self, ws, cid, streams)
+        self.connections[cid] = conn
+        self.hub.subscribe(conn, streams)
+        log.info("connection %d opened: %d streams", cid, len(streams))
+        tasks = [
+            asyncio.create_task(conn.send_loop()),
+            asyncio.create_task(conn.ping_loop()),
+            asyncio.create_task(conn.cut_loop()),
+        ]
+        try:
+            await conn.read_loop()
+        finally:
+            self.hub.unsubscribe(conn)
+            conn.close(conn.close_reason or "client closed")
+            for t in tasks[1:]:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(tasks[0], 5)
+            for t in tasks:
+                t.cancel()
+            del self.connections[cid]
+            self.closed.append(conn.stats)
+            log.info("connection %d closed: %s", cid, conn.close_reason)
+        return ws
+
+    async def _depth_handler(self, request: web.Request) -> web.Response:
+        self.rest_requests += 1
+        if self.rest_429_left > 0:
+            self.rest_429_left -= 1
+            self.rest_429_sent += 1
+            return web.json_response(
+                {"code": -1003, "msg": "Too many requests"},
+                status=429,
+                headers={"Retry-After": str(self.faults.retry_after_s)},
+            )
+        symbol = request.query.get("symbol", "").lower()
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 5000:
+            return web.json_response({"code": -1100, "msg": "Illegal limit"}, status=400)
+        snap = self.market.snapshot(symbol) if symbol in self.market.symbols else None
+        if snap is None:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        return web.Response(body=snap.body(limit), content_type="application/json")
+
+    def stats(self) -> dict[str, Any]:
+        conns = [*self.closed, *(c.stats for c in self.connections.values())]
+        sent: dict[str, int] = {}
+        for c in conns:
+            for s, n in c.sent.items():
+                sent[s] = sent.get(s, 0) + n
+        return {
+            "published": dict(self.hub.published),
+            "sent": sent,
+            "finished": self.market.finished.is_set(),
+            "open_connections": len(self.connections),
+            "connections": [c.__dict__ | {"opened_at": None} for c in conns],
+            "rest_requests": self.rest_requests,
+            "rest_429_sent": self.rest_429_sent,
+        }
+
+    async def _ping_handler(self, _request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def _stats_handler(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _fault_handler(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        q = request.query
+        if name == "drop":
+            self.drop_all()
+        elif name == "gap":
+            self.inject_gap(q["stream"], int(q.get("count", "10")))
+        elif name == "malformed":
+            self.inject_malformed()
+        elif name == "oversized":
+            self.inject_oversized(int(q.get("bytes", str(self.faults.oversized_bytes))))
+        elif name == "unknown":
+            self.inject_unknown()
+        elif name == "rest429":
+            self.arm_rest_429(int(q.get("count", "1")))
+        elif name == "cut":
+            self.set_cut(float(q["after_s"]))
+        else:
+            return web.json_response({"error": f"unknown fault {name}"}, status=404)
+        return web.json_response({"ok": name})
+
+
+async def serve(settings: SimulatorSettings) -> None:
+    """Run the simulator until cancelled."""
+    sim = Simulator(settings)
+    await sim.start()
+    log.info(
+        "simulator listening on %s (%s mode, symbols %s)",
+        sim.ws_url,
+        settings.mode,
+        ",".join(sim.market.symbols),
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
