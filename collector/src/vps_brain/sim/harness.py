@@ -75,7 +75,8 @@ def read_stream(redis_url: str, key: str) -> list[Record]:
     """Every record of a stream, in order (synchronous client)."""
     r = redis.Redis.from_url(redis_url)
     out: list[Record] = []
-    for _id, fields in r.xrange(key):
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = r.xrange(key)  # type: ignore[assignment]
+    for _id, fields in entries:
         out.extend(decode_entry(fields))
     r.close()
     return out
