@@ -289,9 +289,9 @@ class RedisWriter:
             return False
         except (ExecAbortError, ResponseError) as exc:
             if _is_oom(exc):
-                self._set_spilling(True, f"Redis refused writes: {exc}")
+                self._set_spilling(True, f"Redis refused writes: {str(exc)[:160]}")
             else:
-                self._fail(f"Redis error: {exc}")
+                self._fail(f"Redis error: {str(exc)[:160]}")
             return False
         i = 0
         for b in batches:
@@ -309,9 +309,9 @@ class RedisWriter:
                         self._fail(f"entry id behind stream {b.key}: re-numbered")
                         return False
                     if _is_oom(res):
-                        self._set_spilling(True, str(res))
+                        self._set_spilling(True, str(res)[:160])
                     else:
-                        self._fail(f"XADD to {b.key} failed: {res}")
+                        self._fail(f"XADD to {b.key} failed: {str(res)[:160]}")
                     return False
         now = time.monotonic()
         for b in batches:

@@ -1,0 +1,105 @@
+"""Redis-side faults: restart and a full Redis send batches to the spool, drained back in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import RedisServer, make_redis
+
+from vps_brain.config import SimulatorSettings
+from vps_brain.frame import Kind, stream_key
+from vps_brain.sim import Simulator
+from vps_brain.sim.harness import (
+    check_sequences,
+    messages_by_stream,
+    read_stream,
+    running_collector,
+    settings_for,
+    wait_until,
+)
+
+
+def sim_settings(**kw: object) -> SimulatorSettings:
+    base: dict[str, object] = {
+        "port": 0,
+        "symbols": ["ethusdt"],
+        "trade_rate": 1000,
+        "depth_rate": 200,
+        "ticker_rate": 1000,
+        "ping_interval_s": 0.2,
+    }
+    base.update(kw)
+    return SimulatorSettings.model_validate(base)
+
+
+def received(col: object) -> int:
+    return sum(col.stats.messages_in.values())  # type: ignore[attr-defined]
+
+
+def assert_exactly_once(url: str, published: dict[str, int]) -> None:
+    records = read_stream(url, stream_key("binance", "ethusdt"))
+    by_stream = messages_by_stream(records)
+    for name, msgs in by_stream.items():
+        assert len(msgs) == published[name], name
+    assert set(check_sequences(by_stream).values()) == {0}
+    assert Kind.GAP not in [r.kind for r in records]
+    recv = [r.recv_ns for r in records if r.kind is Kind.MESSAGE]
+    assert recv == sorted(recv)
+
+
+async def test_redis_restart_spools_and_drains_without_loss(tmp_path: Path) -> None:
+    gen = make_redis(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
+    server: RedisServer = next(gen)
+    try:
+        async with Simulator(sim_settings(max_messages=5000)) as sim:
+            settings = settings_for(sim, server.url, tmp_path / "spool")
+            async with running_collector(settings) as col:
+                await wait_until(lambda: received(col) > 500, what="first messages")
+                server.stop()
+                before = received(col)
+                await wait_until(lambda: received(col) > before + 1000, what="collect while down")
+                await wait_until(lambda: col.stats.spooled_batches > 0, what="spooled")
+                server.start()
+                await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
+                await wait_until(lambda: col.stats.drained_batches > 0, what="drained")
+                await col.flushed()
+                assert len(col.writer.spool) == 0  # type: ignore[union-attr]
+            published = sim.stats()["published"]
+        assert_exactly_once(server.url, published)
+    finally:
+        gen.close()
+
+
+@pytest.mark.parametrize("high_watermark", [0.6, 1.0], ids=["watermark", "oom"])
+async def test_full_redis_spills_to_disk_and_drains_when_room_returns(
+    tmp_path: Path, high_watermark: float
+) -> None:
+    gen = make_redis(tmp_path, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    server: RedisServer = next(gen)
+    try:
+        async with Simulator(
+            sim_settings(max_messages=12000, trade_rate=4000, ticker_rate=4000)
+        ) as sim:
+            settings = settings_for(
+                sim,
+                server.url,
+                tmp_path / "spool",
+                codec="none",
+                redis_high_watermark=high_watermark,
+                redis_low_watermark=min(high_watermark, 0.5),
+            )
+            async with running_collector(settings) as col:
+                await wait_until(lambda: col.stats.spooled_batches > 5, what="spilling")
+                assert col.stats.spilling == 1
+                r = server.client()
+                r.config_set("maxmemory", "200mb")
+                await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
+                await wait_until(lambda: col.stats.spilling == 0, what="spill over")
+                await col.flushed()
+                assert len(col.writer.spool) == 0  # type: ignore[union-attr]
+                assert col.stats.drained_batches > 0
+            published = sim.stats()["published"]
+        assert_exactly_once(server.url, published)
+    finally:
+        gen.close()
