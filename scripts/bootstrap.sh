@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3-venv python3-dev gcc git make rsync
+  python3-venv python3-dev gcc git make rsync shellcheck
   podman runc debootstrap uidmap slirp4netns fuse-overlayfs
   redis-server redis-tools
   wireguard-tools wireguard-go iproute2
