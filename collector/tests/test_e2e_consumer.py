@@ -243,6 +243,7 @@ def test_store_is_exactly_once_and_in_order_across_kills_restart_and_cut(
         producer.join(120)
         assert producer.error is None and not producer.is_alive()
         proc = start_consumer(config, "brain-final", log)
+        wait_for_log(log, "consumer started", 21, proc)  # its SIGTERM handler is in place
         r = aof_redis.client()
         deadline = time.monotonic() + 90
         while not group_done(r):

@@ -67,13 +67,14 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_level, cfg.log_format)
 
     from vps_brain.consume.metrics import ConsumerMetrics
-    from vps_brain.consume.reader import Consumer
+    from vps_brain.consume.reader import Consumer, tune_gc
     from vps_brain.consume.store import StoreError
 
     metrics = ConsumerMetrics()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_host, cfg.metrics_port)
     consumer = Consumer(cfg, redis_cfg, metrics=metrics)
+    tune_gc()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

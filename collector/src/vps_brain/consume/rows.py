@@ -113,13 +113,13 @@ KIND_CHANNEL: Final = {
 }
 INVALID_CHANNEL: Final = "_invalid"
 
-_NS_PER_DAY: Final = 86_400 * 1_000_000_000
+NS_PER_DAY: Final = 86_400 * 1_000_000_000
 _day_names: dict[int, str] = {}
 
 
 def day_name(recv_ns: int) -> str:
     """``YYYY-MM-DD`` (UTC) of a receive time; the store's date partition."""
-    day = recv_ns // _NS_PER_DAY
+    day = recv_ns // NS_PER_DAY
     name = _day_names.get(day)
     if name is None:
         name = (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
@@ -135,31 +135,47 @@ _RAW_CHANNELS: Final = frozenset({"gap", "quarantine", "control", INVALID_CHANNE
 
 #: Channel names become directory names: nothing but these characters.
 _CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
-_safe_channels: set[str] = set()
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
 
 
+_channel_of: dict[str, str] = {}
+
+
+def channel_of(stream_name: str) -> str:
+    """``ethusdt@depth@100ms`` -> ``depth``; :data:`INVALID_CHANNEL` for an unusable name."""
+    channel = _channel_of.get(stream_name)
+    if channel is None:
+        parts = stream_name.split("@", 2) if isinstance(stream_name, str) else []
+        channel = parts[1] if len(parts) > 1 else INVALID_CHANNEL
+        if channel in _RAW_CHANNELS or not _CHANNEL_RE.fullmatch(channel):
+            channel = INVALID_CHANNEL
+        if len(_channel_of) < 100_000:  # bounded: names come from the network
+            _channel_of[stream_name] = channel
+    return channel
+
+
 def classify(rec: Record) -> tuple[str, tuple[Any, ...]]:
     """The channel of a record and its channel columns (see :data:`LAYOUTS`)."""
-    if rec.kind == Kind.MESSAGE:
+    if rec.kind == 1:  # Kind.MESSAGE
         try:
             env = _loads(rec.payload)
-            stream = env["stream"]
             data = env["data"]
-            channel = stream.split("@", 2)[1]
-        except (_JSONError, KeyError, TypeError, IndexError, AttributeError):
-            return INVALID_CHANNEL, ()
-        if not isinstance(data, dict):
-            return INVALID_CHANNEL, ()
-        lay = LAYOUTS.get(channel)
-        if lay is not None:
-            return channel, lay[1](data)
-        if channel not in _safe_channels:
-            if channel in _RAW_CHANNELS or not _CHANNEL_RE.fullmatch(channel):
-                return INVALID_CHANNEL, ()
-            _safe_channels.add(channel)
-        return channel, (data.get("E"),)
+            channel = _channel_of.get(env["stream"]) or channel_of(env["stream"])
+            # Fast paths for the common channels; any surprise falls back to .get() below.
+            if channel == "bookTicker":
+                return channel, (data["u"], data["b"], data["B"], data["a"], data["A"])
+            if channel == "trade":
+                m = data["m"]
+                return channel, (
+                    data["E"], data["T"], data["t"], data["p"], data["q"],
+                    "sell" if m is True else "buy" if m is False else None,
+                )  # fmt: skip
+            if channel == "depth":
+                return channel, (data["E"], data["U"], data["u"])
+        except (_JSONError, KeyError, TypeError):
+            pass
+        return _classify_slow(rec.payload)
     if rec.kind == Kind.SNAPSHOT:
         try:
             snap = _loads(rec.payload)
@@ -167,6 +183,24 @@ def classify(rec: Record) -> tuple[str, tuple[Any, ...]]:
         except (_JSONError, AttributeError):
             return INVALID_CHANNEL, ()
     return KIND_CHANNEL.get(rec.kind, INVALID_CHANNEL), ()
+
+
+def _classify_slow(payload: bytes) -> tuple[str, tuple[Any, ...]]:
+    try:
+        env = _loads(payload)
+        stream = env["stream"]
+        data = env["data"]
+    except (_JSONError, KeyError, TypeError, IndexError):
+        return INVALID_CHANNEL, ()
+    if not isinstance(data, dict) or not isinstance(stream, str):
+        return INVALID_CHANNEL, ()
+    channel = channel_of(stream)
+    if channel == INVALID_CHANNEL:
+        return channel, ()
+    lay = LAYOUTS.get(channel)
+    if lay is not None:
+        return channel, lay[1](data)
+    return channel, (data.get("E"),)
 
 
 def columns_of(channel: str) -> tuple[str, ...]:

@@ -27,9 +27,11 @@ without storing every entry whose id is at or below the checkpoint: no loss, no 
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -41,7 +43,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vps_brain.consume.rows import COMMON, SCHEMA, Row, classify, day_name, layout
+from vps_brain.consume.rows import NS_PER_DAY, SCHEMA, classify, day_name, layout
 from vps_brain.frame import Record
 
 StreamId = tuple[int, int]
@@ -146,13 +148,20 @@ def makedirs_durable(path: Path) -> None:
 
 @dataclass
 class _Part:
-    """Rows of one partition waiting for the next flush."""
+    """Rows of one partition waiting for the next flush, column by column (no per-row objects
+    that the garbage collector would have to scan)."""
 
     directory: Path
     channel: str
-    rows: list[Row] = field(default_factory=list)
     first: StreamId = ZERO_ID
     last: StreamId = ZERO_ID
+    entry_ms: list[int] = field(default_factory=list)
+    entry_seq: list[int] = field(default_factory=list)
+    rec: list[int] = field(default_factory=list)
+    recv_ns: list[int] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    values: list[tuple[Any, ...]] = field(default_factory=list)
+    payload: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -193,15 +202,43 @@ def _column(values: tuple[Any, ...], typ: pa.DataType) -> pa.Array:
         return pa.array(clean, type=typ)
 
 
-def build_table(channel: str, rows: list[Row]) -> pa.Table:
-    """A table of :data:`~.rows.SCHEMA` from the rows of one channel's partition."""
-    names = (*COMMON, *layout(channel)[0], "payload")
-    cols = dict(zip(names, zip(*rows, strict=True), strict=True)) if rows else {}
-    n = len(rows)
-    arrays = []
-    for f in SCHEMA:
-        values = cols.get(f.name)
-        arrays.append(pa.nulls(n, f.type) if values is None else _column(values, f.type))
+def _ints(values: list[int], typ: pa.DataType, code: str) -> pa.Array:
+    """A non-null integer column without a per-value Python -> Arrow conversion."""
+    try:
+        buf = array.array(code, values)
+    except (OverflowError, TypeError):
+        return pa.array(values, type=typ)
+    return pa.Array.from_buffers(typ, len(values), [None, pa.py_buffer(buf)])
+
+
+def _binary(values: list[bytes]) -> pa.Array:
+    """A non-null binary column: one concatenation plus offsets."""
+    offsets = array.array("i", [0])
+    offsets.extend(itertools.accumulate(map(len, values)))
+    if offsets[-1] >= 2**31 - 1:  # pragma: no cover - parts are far smaller
+        return pa.array(values, type=pa.binary())
+    blob = b"".join(values)
+    return pa.Array.from_buffers(
+        pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(blob)]
+    )
+
+
+def build_table(part: _Part) -> pa.Table:
+    """A table of :data:`~.rows.SCHEMA` from the buffered columns of one partition."""
+    n = len(part.payload)
+    cols: dict[str, pa.Array] = {
+        "entry_ms": _ints(part.entry_ms, pa.int64(), "q"),
+        "entry_seq": _ints(part.entry_seq, pa.int64(), "q"),
+        "rec": _ints(part.rec, pa.int32(), "i"),
+        "recv_ns": _ints(part.recv_ns, pa.int64(), "q"),
+        "kind": _ints(part.kind, pa.int8(), "b"),
+        "payload": _binary(part.payload),
+    }
+    names = layout(part.channel)[0]
+    if names and n:
+        for name, values in zip(names, zip(*part.values, strict=True), strict=True):
+            cols[name] = _column(values, SCHEMA.field(name).type)
+    arrays = [cols.get(f.name) or pa.nulls(n, f.type) for f in SCHEMA]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
@@ -249,6 +286,7 @@ class ParquetStore:
         self._seen: dict[str, StreamId] = {}
         self._buf = _Buffer()
         self._sealed: _Buffer | None = None
+        self._day: tuple[int, int, str] = (0, 0, "")
         self._leftovers: set[Path] = set()
         self._lock_fd: int | None = None
         self.parts_written = 0
@@ -339,31 +377,47 @@ class ParquetStore:
         """Buffer the records of one stream entry; returns how many. Ids must increase."""
         sid = self._accept(stream, entry_id)
         ms, seq = sid
-        exchange, symbol = split_stream(stream)
         parts = self._buf.parts
+        day_lo, day_hi, day = self._day
         n = 0
         nbytes = 0
         for i, rec in enumerate(records):
+            recv_ns = rec.recv_ns
+            if not day_lo <= recv_ns < day_hi:
+                day_lo = recv_ns - recv_ns % NS_PER_DAY
+                day_hi = day_lo + NS_PER_DAY
+                day = day_name(recv_ns)
+                self._day = (day_lo, day_hi, day)
             channel, values = classify(rec)
-            key = (stream, channel, day_name(rec.recv_ns))
+            key = (stream, channel, day)
             part = parts.get(key)
             if part is None:
-                part = parts[key] = _Part(
-                    self.data_dir
-                    / f"exchange={exchange}"
-                    / f"channel={channel}"
-                    / f"symbol={symbol}"
-                    / f"date={key[2]}",
-                    channel,
-                    first=sid,
-                )
-            part.rows.append((ms, seq, i, rec.recv_ns, rec.kind, *values, rec.payload))
+                part = parts[key] = self._new_part(stream, channel, day, sid)
+            payload = rec.payload
+            part.entry_ms.append(ms)
+            part.entry_seq.append(seq)
+            part.rec.append(i)
+            part.recv_ns.append(recv_ns)
+            part.kind.append(rec.kind)
+            part.values.append(values)
+            part.payload.append(payload)
             part.last = sid
             n += 1
-            nbytes += len(rec.payload) + 96
+            nbytes += len(payload)
         self._buf.records += n
-        self._buf.nbytes += nbytes
+        self._buf.nbytes += nbytes + 96 * n
         return n
+
+    def _new_part(self, stream: str, channel: str, day: str, sid: StreamId) -> _Part:
+        exchange, symbol = split_stream(stream)
+        directory = (
+            self.data_dir
+            / f"exchange={exchange}"
+            / f"channel={channel}"
+            / f"symbol={symbol}"
+            / f"date={day}"
+        )
+        return _Part(directory, channel, first=sid)
 
     def add_quarantine(
         self, stream: str, entry_id: bytes, fields: Mapping[Any, Any] | None, reason: str
@@ -432,8 +486,8 @@ class ParquetStore:
             new_ckpt[stream] = max(new_ckpt.get(stream, ZERO_ID), parse_id(ids[-1]))
         jobs: list[tuple[Path, pa.Table]] = []
         for part in batch.parts.values():
-            if part.rows:
-                table = build_table(part.channel, part.rows)
+            if part.payload:
+                table = build_table(part)
                 jobs.append((part.directory / part_name(part.first, part.last), table))
         for q in batch.quarantine.values():
             cols = list(zip(*q.rows, strict=True))
