@@ -185,7 +185,7 @@ def bench_full_consumer(n_records: int, tmp: Path) -> None:
             r.xadd(STREAM, fields)  # type: ignore[arg-type]
         cfg = ConsumerSettings(
             store_dir=tmp / "store-full", streams=[STREAM], consumer_name="bench",
-            flush_interval_s=5, metrics_port=0, read_count=200,
+            flush_interval_s=0.25, flush_max_records=100_000, metrics_port=0, read_count=100,
         )  # fmt: skip
         consumer = Consumer(cfg, RedisSettings(url=f"redis://127.0.0.1:{port}/0"))
 
@@ -202,6 +202,7 @@ def bench_full_consumer(n_records: int, tmp: Path) -> None:
             await task
             return wall
 
+        tune_gc()
         wall = asyncio.run(go())
         rate = len(records) / wall
         print(f"\n[2] whole consumer from redis-server (XREADGROUP, decode, store, XACK): "

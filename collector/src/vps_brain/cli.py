@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trim": ("vps_brain.collect.trim_cli", "VPS: trim streams below what every group acknowledged"),
     "consume": ("vps_brain.consume.command", "Brain: VPS streams -> exactly-once store, live feed"),
     "replay": ("vps_brain.consume.replay", "Brain: read the store back in stream order"),
+    "status": ("vps_brain.consume.status", "Dashboard: rates, lag, spool, memory, tunnel latency"),
 }
 
 

@@ -1,0 +1,299 @@
+"""``vps-brain status``: a terminal dashboard of one VPS and one Brain.
+
+Sources, each optional (a missing one shows as "unreachable", never stops the dashboard):
+
+* the VPS Redis, as the Brain's read-only ACL user (settings ``redis``): memory against
+  ``maxmemory``, per stream its length, entries added per second, and the consumer group's lag
+  and pending count; the PING round trip is the tunnel latency;
+* the collector's Prometheus endpoint on the VPS (``--collector-metrics``): messages/s in,
+  records/s to Redis, disk spool, reconnects, gaps, memory;
+* the consumer's endpoint on the Brain (``--consumer-metrics``): records/s stored, lag in seconds
+  and entries, buffered records, disk state, quarantined entries, memory.
+
+Rates are differences between two samples. ``--once`` prints one frame (two samples
+``--interval`` apart) and exits; ``--json`` prints the raw sample instead of a frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+Metrics = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+@dataclass
+class StreamInfo:
+    length: int = 0
+    added: int = 0  # entries-added since the stream was created
+    lag: int | None = None
+    pending: int | None = None
+
+
+@dataclass
+class Sample:
+    t: float
+    vps_error: str | None = None
+    rtt_ms: float | None = None
+    used_memory: int = 0
+    maxmemory: int = 0
+    streams: dict[str, StreamInfo] = field(default_factory=dict)
+    collector: Metrics | None = None
+    collector_error: str | None = None
+    consumer: Metrics | None = None
+    consumer_error: str | None = None
+
+
+def scrape(url: str, timeout: float = 2.0) -> Metrics:
+    """Prometheus text from ``url`` as ``name -> {labels: value}`` (counters keep ``_total``)."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - operator's URL
+        text = resp.read().decode()
+    out: Metrics = defaultdict(dict)
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[s.name][tuple(sorted(s.labels.items()))] = float(s.value)
+    return dict(out)
+
+
+def total(m: Metrics | None, name: str) -> float | None:
+    if m is None or name not in m:
+        return None
+    return sum(m[name].values())
+
+
+def sample_vps(r: redis.Redis, group: str, pattern: str, s: Sample) -> None:
+    rtts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        r.ping()
+        rtts.append((time.perf_counter() - t0) * 1000)
+    s.rtt_ms = min(rtts)
+    info: Any = r.info("memory")
+    s.used_memory = int(info.get("used_memory", 0))
+    s.maxmemory = int(info.get("maxmemory", 0))
+    for raw in r.scan_iter(match=pattern, count=1000, _type="STREAM"):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        st = StreamInfo()
+        xi: Any = r.xinfo_stream(key)
+        st.length = int(xi.get("length", 0))
+        st.added = int(xi.get("entries-added", st.length) or 0)
+        groups: Any = r.xinfo_groups(key)
+        for g in groups:
+            name = g.get("name")
+            name = name.decode() if isinstance(name, bytes) else name
+            if name == group:
+                lag = g.get("lag")
+                st.lag = int(lag) if lag is not None else None
+                st.pending = int(g.get("pending", 0))
+        s.streams[key] = st
+
+
+def take_sample(
+    r: redis.Redis | None,
+    group: str,
+    pattern: str,
+    collector_url: str | None,
+    consumer_url: str | None,
+) -> Sample:
+    s = Sample(time.monotonic())
+    if r is not None:
+        try:
+            sample_vps(r, group, pattern, s)
+        except (redis.RedisError, OSError) as exc:
+            s.vps_error = str(exc) or type(exc).__name__
+    if collector_url:
+        try:
+            s.collector = scrape(collector_url)
+        except (OSError, ValueError) as exc:
+            s.collector_error = str(exc)
+    if consumer_url:
+        try:
+            s.consumer = scrape(consumer_url)
+        except (OSError, ValueError) as exc:
+            s.consumer_error = str(exc)
+    return s
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _num(n: float | None, fmt: str = ",.0f") -> str:
+    return "-" if n is None else format(n, fmt)
+
+
+def _rate(cur: Metrics | None, prev: Metrics | None, name: str, dt: float) -> float | None:
+    a, b = total(cur, name), total(prev, name)
+    if a is None or b is None or dt <= 0:
+        return None
+    return max(0.0, (a - b) / dt)
+
+
+def render(prev: Sample, cur: Sample, title: str = "") -> str:
+    """One dashboard frame from two samples (pure: tested without a terminal)."""
+    dt = cur.t - prev.t
+    lines = [f"vps-brain status {title}  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"]
+    lines.append("")
+    lines.append("VPS")
+    if cur.vps_error is not None:
+        lines.append(f"  redis: unreachable ({cur.vps_error})")
+    elif cur.rtt_ms is not None:
+        mem = _bytes(cur.used_memory)
+        if cur.maxmemory:
+            mem += f" / {_bytes(cur.maxmemory)} ({100 * cur.used_memory / cur.maxmemory:.0f}%)"
+        lines.append(f"  tunnel latency (PING) {cur.rtt_ms:.2f} ms    redis memory {mem}")
+        lines.append(f"  {'stream':32s} {'length':>10s} {'in/s':>9s} {'lag':>9s} {'pending':>9s}")
+        for key, st in sorted(cur.streams.items()):
+            before = prev.streams.get(key)
+            rate = (st.added - before.added) / dt if before is not None and dt > 0 else None
+            lines.append(
+                f"  {key:32s} {st.length:>10,} {_num(rate):>9s} "
+                f"{_num(st.lag):>9s} {_num(st.pending):>9s}"
+            )
+    c, pc = cur.collector, prev.collector
+    if cur.collector_error is not None:
+        lines.append(f"  collector: unreachable ({cur.collector_error})")
+    elif c is not None:
+        p = "vps_brain_collector_"
+        lines.append(
+            f"  collector  in {_num(_rate(c, pc, p + 'messages_in_total', dt))} msg/s   "
+            f"to redis {_num(_rate(c, pc, p + 'records_out_total', dt))} rec/s   "
+            f"spool {_bytes(total(c, p + 'spool_bytes'))}"
+            f"{' SPILLING' if total(c, p + 'spilling') else ''}   "
+            f"queued {_num(total(c, p + 'queued_records'))}"
+        )
+        lines.append(
+            f"             reconnects {_num(total(c, p + 'reconnects_total'))}   "
+            f"gaps {_num(total(c, p + 'gaps_total'))}   "
+            f"quarantined {_num(total(c, p + 'quarantined_total'))}   "
+            f"memory {_bytes(total(c, 'process_resident_memory_bytes'))}"
+        )
+    lines.append("")
+    lines.append("BRAIN")
+    b, pb = cur.consumer, prev.consumer
+    if cur.consumer_error is not None:
+        lines.append(f"  consumer: unreachable ({cur.consumer_error})")
+    elif b is not None:
+        p = "vps_brain_consumer_"
+        lag_map = b.get(p + "lag_seconds")
+        lag_s = max(lag_map.values()) if lag_map else None
+        lag_n = total(b, p + "lag_entries")
+        disk = "BLOCKED (acks stopped)" if total(b, p + "disk_blocked") else "ok"
+        rtt = total(b, "vps_brain_tunnel_rtt_seconds")
+        lines.append(
+            f"  consumer   stored {_num(_rate(b, pb, p + 'records_total', dt))} rec/s   "
+            f"lag {_num(lag_s, '.3f')} s / {_num(lag_n)} entries   "
+            f"buffered {_num(total(b, p + 'buffered_records'))}   disk {disk}"
+        )
+        lines.append(
+            f"             tunnel latency {_num(None if rtt is None else rtt * 1000, '.2f')} ms   "
+            f"quarantined {_num(total(b, p + 'quarantined_total'))}   "
+            f"connected {'yes' if total(b, p + 'connected') else 'NO'}   "
+            f"memory {_bytes(total(b, 'process_resident_memory_bytes'))}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="settings file (redis, consumer sections)")
+    parser.add_argument("--vps-redis", help="VPS Redis URL (default: settings redis.url)")
+    parser.add_argument("--no-vps-redis", action="store_true", help="do not query the VPS Redis")
+    parser.add_argument(
+        "--collector-metrics", help="collector's metrics URL, e.g. http://10.8.0.1:9108/metrics"
+    )
+    parser.add_argument(
+        "--consumer-metrics",
+        help="consumer's metrics URL (default: from settings consumer.metrics_host/port)",
+    )
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--json", action="store_true", help="print the sample as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vps_brain.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    cons = settings.consumer
+    consumer_url = args.consumer_metrics
+    if consumer_url is None and cons.metrics_port:
+        consumer_url = f"http://{cons.metrics_host}:{cons.metrics_port}/metrics"
+    r: redis.Redis | None = None
+    if not args.no_vps_redis:
+        rc = settings.redis
+        r = redis.Redis.from_url(
+            args.vps_redis or rc.url,
+            username=rc.username,
+            password=rc.resolved_password(),
+            socket_timeout=rc.socket_timeout_s,
+            socket_connect_timeout=rc.connect_timeout_s,
+        )
+    title = f"(group {cons.group})"
+
+    def sample() -> Sample:
+        return take_sample(
+            r, cons.group, cons.stream_pattern, args.collector_metrics, consumer_url
+        )
+
+    prev = sample()
+    try:
+        while True:
+            time.sleep(args.interval)
+            cur = sample()
+            if args.json:
+                print(json.dumps(_jsonable(cur), default=str))
+            else:
+                frame = render(prev, cur, title)
+                if not args.once:
+                    sys.stdout.write("\x1b[H\x1b[2J")  # home + clear
+                print(frame, flush=True)
+            if args.once:
+                return 0
+            prev = cur
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if r is not None:
+            with contextlib.suppress(Exception):
+                r.close()
+
+
+def _jsonable(s: Sample) -> dict[str, Any]:
+    def metrics(m: Metrics | None) -> dict[str, float] | None:
+        return None if m is None else {k: sum(v.values()) for k, v in m.items()}
+
+    return {
+        "vps_error": s.vps_error,
+        "rtt_ms": s.rtt_ms,
+        "used_memory": s.used_memory,
+        "maxmemory": s.maxmemory,
+        "streams": {k: vars(v) for k, v in s.streams.items()},
+        "collector": metrics(s.collector),
+        "collector_error": s.collector_error,
+        "consumer": metrics(s.consumer),
+        "consumer_error": s.consumer_error,
+    }
