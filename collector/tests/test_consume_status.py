@@ -26,6 +26,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def scrape_text(url: str) -> str:
+    with urllib.request.urlopen(url) as resp:
+        return str(resp.read().decode())
+
+
 def test_render_shows_rates_lag_and_unreachable_sources() -> None:
     prev = Sample(t=0.0, rtt_ms=1.0, streams={STREAM: StreamInfo(length=10, added=10)})
     cur = Sample(
@@ -66,7 +71,7 @@ async def test_status_once_reads_vps_redis_and_consumer_metrics(
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        text = await asyncio.to_thread(scrape_text, f"http://127.0.0.1:{port}/metrics")
         assert "vps_brain_tunnel_rtt_seconds" in text
         assert 'vps_brain_consumer_records_total{stream="md:binance:ethusdt"} 10.0' in text
         argv = ["status", "--vps-redis", redis_server.url, "--once", "--interval", "0.1",
