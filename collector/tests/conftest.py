@@ -94,5 +94,7 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance
 def binance_data() -> Path:
     """The recorded Binance data in ../shared/data/binance; fails clearly when it is missing."""
     if not (SHARED_DATA / "spot_ethusdt_20240808.gz").exists():
-        pytest.fail(f"recorded Binance data not found at {SHARED_DATA} (shared/ must sit beside the project)")
+        pytest.fail(
+            f"recorded Binance data not found at {SHARED_DATA} (shared/ must sit beside the project)"
+        )
     return SHARED_DATA
