@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gzip
 import json
 import multiprocessing as mp
 import os
@@ -46,6 +45,7 @@ from vps_brain.consume.live import live_records
 from vps_brain.consume.reader import tune_gc
 from vps_brain.consume.store import ParquetStore
 from vps_brain.frame import BatchEncoder, Decoder, Kind, Record
+from vps_brain.recordings import read_recording
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance"
 STREAM = "md:binance:ethusdt"
@@ -58,11 +58,9 @@ def load_records(limit: int) -> list[Record]:
         path = DATA / name
         if not path.exists():
             sys.exit(f"recorded data not found: {path}")
-        with gzip.open(path, "rb") as f:
-            for line in f:
-                ts, payload = line.rstrip(b"\n").split(b" ", 1)
-                is_snap = payload.startswith(b'{"lastUpdateId"')
-                base.append(Record(int(ts), Kind.SNAPSHOT if is_snap else Kind.MESSAGE, payload))
+        for rec in read_recording(path):
+            kind = Kind.SNAPSHOT if rec.is_snapshot else Kind.MESSAGE
+            base.append(Record(rec.recv_ns, kind, rec.raw))
     out: list[Record] = []
     shift = 0
     while len(out) < limit:  # repeat the recordings, later in time, until there are enough

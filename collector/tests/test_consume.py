@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gzip
+import itertools
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,21 +23,17 @@ from vps_brain.consume.reader import READER_ACL, Consumer
 from vps_brain.consume.replay import iter_store
 from vps_brain.consume.store import ParquetStore
 from vps_brain.frame import BatchEncoder, Kind, Record, encode_plain
+from vps_brain.recordings import read_recording
 
 STREAM = "md:binance:ethusdt"
 GROUP = "brain"
 
 
 def recording(path: Path, limit: int) -> list[Record]:
-    out = []
-    with gzip.open(path, "rb") as f:
-        for i, line in enumerate(f):
-            if i >= limit:
-                break
-            ts, payload = line.rstrip(b"\n").split(b" ", 1)
-            kind = Kind.SNAPSHOT if payload.startswith(b'{"lastUpdateId"') else Kind.MESSAGE
-            out.append(Record(int(ts), kind, payload))
-    return out
+    return [
+        Record(rec.recv_ns, Kind.SNAPSHOT if rec.is_snapshot else Kind.MESSAGE, rec.raw)
+        for rec in itertools.islice(read_recording(path), limit)
+    ]
 
 
 def produce(r: redis.Redis, records: list[Record], per_entry: int = 10) -> list[bytes]:

@@ -14,7 +14,6 @@ match every comparable bookTicker.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import random
 import signal
@@ -35,6 +34,7 @@ from vps_brain.consume.reader import READER_ACL
 from vps_brain.consume.replay import iter_store
 from vps_brain.frame import BatchEncoder, Kind, Record
 from vps_brain.orderbook import check_against_tickers
+from vps_brain.recordings import read_recording
 
 STREAM = "md:binance:ethusdt"
 GROUP = "brain"
@@ -108,11 +108,9 @@ class BlackholeProxy:
 def recordings(data: Path) -> list[Record]:
     out = []
     for name in ("spot_ethusdt_20240808.gz", "spot_ethusdt_20240809.gz"):
-        with gzip.open(data / name, "rb") as f:
-            for line in f:
-                ts, payload = line.rstrip(b"\n").split(b" ", 1)
-                is_snap = payload.startswith(b'{"lastUpdateId"')
-                out.append(Record(int(ts), Kind.SNAPSHOT if is_snap else Kind.MESSAGE, payload))
+        for rec in read_recording(data / name):
+            kind = Kind.SNAPSHOT if rec.is_snapshot else Kind.MESSAGE
+            out.append(Record(rec.recv_ns, kind, rec.raw))
     return out
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 
+from vps_brain import recordings
 from vps_brain.frame import Kind
 from vps_brain.orderbook import (
     Diff,
@@ -20,12 +20,9 @@ from vps_brain.orderbook import (
 
 
 def read_recording(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(kind, payload)`` of a ``<recv_ns> <json>`` recording (bare REST bodies are snapshots)."""
-    with gzip.open(path, "rb") as f:
-        for line in f:
-            _, payload = line.rstrip(b"\n").split(b" ", 1)
-            kind = Kind.SNAPSHOT if payload.startswith(b'{"lastUpdateId"') else Kind.MESSAGE
-            yield int(kind), payload
+    """``(kind, payload)`` of a recording (bare REST bodies are snapshots)."""
+    for rec in recordings.read_recording(path):
+        yield int(Kind.SNAPSHOT if rec.is_snapshot else Kind.MESSAGE), rec.raw
 
 
 def test_prices_sort_numerically_not_as_strings() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-import gzip
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,18 +15,14 @@ from vps_brain.consume import store as store_mod
 from vps_brain.consume.replay import iter_store, list_parts
 from vps_brain.consume.store import ParquetStore, StoreError, StoreWriteError
 from vps_brain.frame import Kind, Record
+from vps_brain.recordings import read_recording
 
 STREAM = "md:binance:ethusdt"
 
 
 def recording(path: Path, limit: int) -> Iterator[Record]:
-    with gzip.open(path, "rb") as f:
-        for i, line in enumerate(f):
-            if i >= limit:
-                return
-            ts, payload = line.rstrip(b"\n").split(b" ", 1)
-            kind = Kind.SNAPSHOT if payload.startswith(b'{"lastUpdateId"') else Kind.MESSAGE
-            yield Record(int(ts), kind, payload)
+    for rec in itertools.islice(read_recording(path), limit):
+        yield Record(rec.recv_ns, Kind.SNAPSHOT if rec.is_snapshot else Kind.MESSAGE, rec.raw)
 
 
 def entries(records: list[Record], per_entry: int) -> Iterator[tuple[bytes, list[Record]]]:
