@@ -38,8 +38,21 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server is not installed: run scripts/bootstrap.sh")
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "redis.log",
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "redis.log",
             *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,6 +108,7 @@ def binance_data() -> Path:
     """The recorded Binance data in ../shared/data/binance; fails clearly when it is missing."""
     if not (SHARED_DATA / "spot_ethusdt_20240808.gz").exists():
         pytest.fail(
-            f"recorded Binance data not found at {SHARED_DATA} (shared/ must sit beside the project)"
+            f"recorded Binance data not found at {SHARED_DATA} "
+            "(shared/ must sit beside the project)"
         )
     return SHARED_DATA

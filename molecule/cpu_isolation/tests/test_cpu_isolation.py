@@ -8,12 +8,14 @@ def test_dropin_isolates_the_last_cpu(host):
     last = max(int(part.split("-")[-1]) for part in online.split(","))
     content = host.file(DROPIN).content_string
     assert (
-        f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT isolcpus=managed_irq,domain,{last} '
-        f'nohz_full={last} rcu_nocbs={last} irqaffinity=' in content
+        'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT '
+        f"isolcpus=managed_irq,domain,{last} nohz_full={last} rcu_nocbs={last} irqaffinity="
+        in content
     )
 
 
 def test_default_grub_is_never_edited(host):
-    assert not host.file("/etc/default/grub").exists or "isolcpus" not in host.file(
-        "/etc/default/grub"
-    ).content_string
+    assert (
+        not host.file("/etc/default/grub").exists
+        or "isolcpus" not in host.file("/etc/default/grub").content_string
+    )

@@ -1,4 +1,4 @@
-"""irq_affinity in a container: boot-time unit and irqbalance configured; the script really works."""
+"""irq_affinity in a container: boot unit and irqbalance configured; the script really works."""
 
 SCRIPT = "/usr/local/sbin/vps-brain-irq-affinity"
 
@@ -17,10 +17,19 @@ def test_boot_unit_is_enabled(host):
 def test_script_pins_the_nic_irqs_on_a_fabricated_tree(host):
     iface = host.run("ip -o -4 route show default").stdout.split(" dev ")[1].split()[0]
     root = "/tmp/irq-tree"
+    interrupts = "\\n".join(
+        [
+            "           CPU0       CPU1",
+            f" 24:  1  0  PCI-MSI 1-edge  {iface}-TxRx-0",
+            f" 25:  1  0  PCI-MSI 2-edge  {iface}-TxRx-1",
+            f" 26:  1  0  PCI-MSI 3-edge  {iface}9",
+        ]
+    )
+    msi = f"{root}/sys/class/net/{iface}/device/msi_irqs"
     setup = f"""
-    rm -rf {root}; mkdir -p {root}/proc/irq/24 {root}/proc/irq/25 {root}/proc/irq/26 {root}/proc/irq/30
-    printf '           CPU0       CPU1\\n 24:  1  0  PCI-MSI 1-edge  {iface}-TxRx-0\\n 25:  1  0  PCI-MSI 2-edge  {iface}-TxRx-1\\n 26:  1  0  PCI-MSI 3-edge  {iface}9\\n' > {root}/proc/interrupts
-    mkdir -p {root}/sys/class/net/{iface}/device/msi_irqs && touch {root}/sys/class/net/{iface}/device/msi_irqs/30
+    rm -rf {root}; for i in 24 25 26 30; do mkdir -p {root}/proc/irq/$i; done
+    printf '{interrupts}\\n' > {root}/proc/interrupts
+    mkdir -p {msi} && touch {msi}/30
     for i in 24 25 26 30; do echo 0-1 > {root}/proc/irq/$i/smp_affinity_list; done
     """
     assert host.run(setup).rc == 0

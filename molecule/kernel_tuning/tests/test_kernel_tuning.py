@@ -8,14 +8,17 @@ DROPIN = "/etc/sysctl.d/60-vps-brain.conf"
 DEFAULTS = Path(__file__).parents[3] / "roles" / "kernel_tuning" / "defaults" / "main.yml"
 
 
+def proc_sys(key):
+    return "/proc/sys/" + key.replace(".", "/")
+
+
 def test_sysctl_dropin_holds_every_parameter_this_kernel_has(host):
     dropin = host.file(DROPIN)
     assert dropin.exists and dropin.user == "root"
-    written = dict(
-        line.split("=", 1) for line in dropin.content_string.splitlines() if "=" in line
-    )
-    wanted = yaml.safe_load(DEFAULTS.read_text())["kernel_tuning_sysctl"] | {"vm.nr_hugepages": "16"}
-    present = {k: v for k, v in wanted.items() if host.file("/proc/sys/" + k.replace(".", "/")).exists}
+    written = dict(line.split("=", 1) for line in dropin.content_string.splitlines() if "=" in line)
+    defaults = yaml.safe_load(DEFAULTS.read_text())
+    wanted = defaults["kernel_tuning_sysctl"] | {"vm.nr_hugepages": "16"}
+    present = {k: v for k, v in wanted.items() if host.file(proc_sys(k)).exists}
     # A container's namespace hides some keys (net.core.default_qdisc); the core ones must be there.
     assert {"net.ipv4.tcp_congestion_control", "vm.swappiness", "vm.nr_hugepages"} <= present.keys()
     assert written == present
@@ -30,9 +33,9 @@ def test_dropin_is_accepted_by_sysctl_syntax(host):
     for line in host.file(DROPIN).content_string.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        key, _, value = line.partition("=")
-        assert value, line
-        assert host.file("/proc/sys/" + key.strip().replace(".", "/")).exists, key
+        key, sep, value = line.partition("=")
+        assert sep and value, line
+        assert host.file(proc_sys(key.strip())).exists, key
 
 
 def test_bbr_loads_at_boot(host):
@@ -48,6 +51,7 @@ def test_thp_unit_is_enabled_and_not_failed(host):
     unit = host.service("vps-brain-thp.service")
     assert unit.is_enabled
     assert host.run("systemctl is-failed vps-brain-thp.service").stdout.strip() != "failed"
-    assert "echo never > /sys/kernel/mm/transparent_hugepage/enabled" in host.file(
-        "/etc/systemd/system/vps-brain-thp.service"
-    ).content_string
+    assert (
+        "echo never > /sys/kernel/mm/transparent_hugepage/enabled"
+        in host.file("/etc/systemd/system/vps-brain-thp.service").content_string
+    )
