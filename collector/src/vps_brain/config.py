@@ -127,7 +127,8 @@ class CollectorSettings(Section):
 
     framing: Literal["batch", "plain"] = "batch"
     codec: Literal["zstd", "none"] = "zstd"
-    zstd_level: Annotated[int, Field(ge=-7, le=22)] = 3
+    #: zstd level; unset = parameters tuned for exchange JSON (frame.market_data_params)
+    zstd_level: Annotated[int, Field(ge=-7, le=22)] | None = None
     batch_max_records: PositiveInt = 2000
     batch_max_bytes: PositiveInt = 1024 * 1024
     batch_max_delay_ms: PositiveFloat = 5.0

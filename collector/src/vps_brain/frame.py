@@ -114,18 +114,42 @@ def encode_records(records: Iterable[Record]) -> bytes:
     return b"".join(parts)
 
 
-class BatchEncoder:
-    """Builds batched entries; keeps one zstd compressor (plain zstd frames, no dictionary)."""
+def market_data_params() -> zstandard.ZstdCompressionParameters:
+    """zstd parameters tuned on the ETHUSDT recordings (batches of ~2000 records).
 
-    def __init__(self, codec: str = "zstd", level: int = 3) -> None:
+    lazy2 matching with small tables and min_match 7 compresses Binance JSON about 8.2x at
+    ~3 us/record, where level 3 gives 7.0x at ~0.8 us and level 6 7.8x at ~4 us. Readers need
+    nothing special: these are ordinary zstd frames (window 128 KiB).
+    """
+    return zstandard.ZstdCompressionParameters(
+        window_log=17,
+        hash_log=13,
+        chain_log=12,
+        search_log=1,
+        min_match=7,
+        target_length=0,
+        strategy=zstandard.STRATEGY_LAZY2,
+        write_content_size=True,
+    )
+
+
+class BatchEncoder:
+    """Builds batched entries; keeps one zstd compressor (plain zstd frames, no dictionary).
+
+    ``level=None`` (default) uses :func:`market_data_params`; an int uses that zstd level.
+    """
+
+    def __init__(self, codec: str = "zstd", level: int | None = None) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
         self.codec = codec
-        self._cctx = (
-            zstandard.ZstdCompressor(level=level, write_content_size=True)
-            if codec == "zstd"
-            else None
-        )
+        self._cctx: zstandard.ZstdCompressor | None = None
+        if codec == "zstd":
+            self._cctx = (
+                zstandard.ZstdCompressor(compression_params=market_data_params())
+                if level is None
+                else zstandard.ZstdCompressor(level=level, write_content_size=True)
+            )
         self._codec_bytes = codec.encode()
 
     def encode_raw(self, raw: bytes, count: int) -> EntryFields:
@@ -143,7 +167,9 @@ class BatchEncoder:
         return self.encode_raw(encode_records(records), len(records))
 
 
-def encode_batch(records: Sequence[Record], codec: str = "zstd", level: int = 3) -> EntryFields:
+def encode_batch(
+    records: Sequence[Record], codec: str = "zstd", level: int | None = None
+) -> EntryFields:
     """One batched entry for ``records`` (convenience; hot paths keep a :class:`BatchEncoder`)."""
     return BatchEncoder(codec, level).encode(records)
 

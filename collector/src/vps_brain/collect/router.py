@@ -27,13 +27,16 @@ from enum import Enum
 import orjson
 
 from vps_brain.collect.stats import CollectorStats
-from vps_brain.frame import Kind, Record, quarantine_key, stream_key
+from vps_brain.frame import Kind, quarantine_key, stream_key
 
 log = logging.getLogger("vps_brain.collect")
 
 MAX_SUCCESSOR_PENDING = 200_000
 
-Emit = Callable[[str, Record], None]
+#: ``emit(key, recv_ns, kind, payload)``: hand one record to the batcher.
+Emit = Callable[[str, int, int, bytes], None]
+
+_MESSAGE = int(Kind.MESSAGE)
 
 
 class Channel(Enum):
@@ -80,6 +83,13 @@ class StreamState:
     held: list[Held] = field(default_factory=list)
     sync: DepthSync = DepthSync.INIT
     first_u: int = 0  # first U buffered since the last (re)start of the depth sync
+    n_in: int = 0
+    bytes_in: int = 0
+    #: 1 trade, 2 depth, 3 bookTicker, 0 other (ints: cheaper than enum checks on the hot path)
+    code: int = 0
+
+    def __post_init__(self) -> None:
+        self.code = {Channel.TRADE: 1, Channel.DEPTH: 2, Channel.TICKER: 3}.get(self.channel, 0)
 
 
 class Router:
@@ -107,7 +117,10 @@ class Router:
         self.depth_of: dict[str, StreamState] = {
             st.symbol: st for st in self.streams.values() if st.channel is Channel.DEPTH
         }
+        stats.streams = list(self.streams.values())
         self._logged: set[str] = set()
+        #: True while the writer's queue is full: readers await room after each frame.
+        self.backpressure = False
         self.on_switched: Callable[[int], None] = lambda _cid: None
 
     # ---------------------------------------------------------------------------- frames
@@ -127,22 +140,30 @@ class Router:
         if st is None:
             self.quarantine(recv_ns, raw, "unknown_stream", str(name)[:80])
             return
+        code = st.code
         try:
-            ch = st.channel
-            if ch is Channel.DEPTH:
+            if code == 2:
                 lo, hi = int(data["U"]), int(data["u"])
-            elif ch is Channel.TRADE:
+            elif code == 1:
                 lo = hi = int(data["t"])
-            elif ch is Channel.TICKER:
+            elif code == 3:
                 lo = hi = int(data["u"])
             else:
                 lo = hi = -1
         except (KeyError, TypeError, ValueError):
             self.quarantine(recv_ns, raw, "malformed", f"{name}: missing ids")
             return
-        self.stats.messages_in[name] += 1
-        self.stats.bytes_in[name] += size
+        st.n_in += 1
+        st.bytes_in += size
 
+        if cid == st.owner and st.successor is None:
+            # Fast path: the owner continues its sequence.
+            if (code == 1 or (code == 2 and st.sync is not DepthSync.INIT)) and lo == st.last + 1:
+                self.emit(st.key, recv_ns, _MESSAGE, raw)
+                st.last = hi
+                return
+            self._accept(st, recv_ns, raw, lo, hi)
+            return
         if st.owner is None:
             st.owner = cid
         if cid == st.owner:
@@ -165,7 +186,7 @@ class Router:
                 detail,
                 extra={"fields": {"reason": reason}},
             )
-        self.emit(self.qkey, Record(recv_ns, Kind.QUARANTINE, raw))
+        self.emit(self.qkey, recv_ns, Kind.QUARANTINE, raw)
 
     # ------------------------------------------------------------------------- sequences
     def _accept(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
@@ -177,7 +198,7 @@ class Router:
                     return
                 self._gap(st, recv_ns, "depth", st.last + 1, lo)
                 st.sync = DepthSync.INIT
-            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            self.emit(st.key, recv_ns, _MESSAGE, raw)
             st.last = hi
             if st.sync is DepthSync.INIT:
                 st.sync = DepthSync.WAITING
@@ -191,16 +212,16 @@ class Router:
                     self.stats.duplicates[st.name] += 1
                     return
                 self._gap(st, recv_ns, "trade", st.last + 1, lo)
-            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            self.emit(st.key, recv_ns, _MESSAGE, raw)
             st.last = hi
         elif ch is Channel.TICKER:
             if hi <= st.last:
                 self.stats.duplicates[st.name] += 1
                 return
-            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            self.emit(st.key, recv_ns, _MESSAGE, raw)
             st.last = hi
         else:
-            self.emit(st.key, Record(recv_ns, Kind.MESSAGE, raw))
+            self.emit(st.key, recv_ns, _MESSAGE, raw)
 
     def _gap(self, st: StreamState, recv_ns: int, channel: str, expected: int, got: int) -> None:
         self.stats.gaps[(st.symbol, channel)] += 1
@@ -220,7 +241,7 @@ class Router:
                 "got": got,
             }
         )
-        self.emit(st.key, Record(recv_ns, Kind.GAP, payload))
+        self.emit(st.key, recv_ns, Kind.GAP, payload)
 
     def on_snapshot(self, symbol: str, recv_ns: int, body: bytes) -> bool:
         """A REST snapshot arrived; returns False when it is too old and must be refetched."""
@@ -237,7 +258,7 @@ class Router:
                 "snapshot of %s too old (%d < %d): refetching", symbol, last_update_id, st.first_u
             )
             return False
-        self.emit(st.key, Record(recv_ns, Kind.SNAPSHOT, body))
+        self.emit(st.key, recv_ns, Kind.SNAPSHOT, body)
         self.stats.snapshots[symbol] += 1
         st.sync = DepthSync.SYNCED
         return True
@@ -314,4 +335,4 @@ class Router:
     def control(self, symbols: list[str], recv_ns: int, event: dict[str, object]) -> None:
         payload = orjson.dumps(event)
         for sym in dict.fromkeys(symbols):
-            self.emit(stream_key(self.exchange, sym), Record(recv_ns, Kind.CONTROL, payload))
+            self.emit(stream_key(self.exchange, sym), recv_ns, Kind.CONTROL, payload)

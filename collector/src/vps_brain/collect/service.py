@@ -88,6 +88,7 @@ class Collector:
         router = self.router = Router(
             c.exchange, self.streams, batcher.add, stats, request_snapshot, c.max_frame_bytes
         )
+        writer.on_full = lambda full: setattr(router, "backpressure", full)
         fetcher = SnapshotFetcher(
             c.rest_url,
             c.snapshot_limit,
@@ -137,7 +138,6 @@ class Collector:
                     stats,
                     session,
                     writer.wait_room,
-                    lambda: writer.full,
                     c.renew_after_s,
                     c.renew_overlap_s,
                     c.reconnect_min_s,

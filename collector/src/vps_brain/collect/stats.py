@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,8 +23,8 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5
 class CollectorStats:
     """Everything the collector counts; labels are stream names, keys and reasons."""
 
-    messages_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    bytes_in: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: per-stream objects with ``name``, ``n_in``, ``bytes_in`` (the router's stream states)
+    streams: list[Any] = field(default_factory=list)
     records_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     entries_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -45,6 +46,15 @@ class CollectorStats:
     spilling: int = 0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     batch_latency: Histogram = field(init=False)
+
+    @property
+    def messages_in(self) -> dict[str, int]:
+        """Websocket messages accepted per stream."""
+        return {s.name: s.n_in for s in self.streams if s.n_in}
+
+    @property
+    def bytes_in(self) -> dict[str, int]:
+        return {s.name: s.bytes_in for s in self.streams if s.n_in}
 
     def __post_init__(self) -> None:
         self.batch_latency = Histogram(

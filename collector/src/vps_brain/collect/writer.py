@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -78,7 +78,7 @@ class Batcher:
         writer: RedisWriter,
         framing: str = "batch",
         codec: str = "zstd",
-        level: int = 3,
+        level: int | None = None,
         max_records: int = 2000,
         max_bytes: int = 1024 * 1024,
         max_delay_ms: float = 5.0,
@@ -93,20 +93,20 @@ class Batcher:
         self.ids = writer.ids
         self._pack = HEADER.pack
 
-    def add(self, key: str, rec: Record) -> None:
+    def add(self, key: str, recv_ns: int, kind: int, payload: bytes) -> None:
         b = self.open.get(key)
         if b is None:
             b = self.open[key] = _Open()
-        if b.count == 0:
             b.first_mono = time.monotonic()
             b.handle = asyncio.get_running_loop().call_later(self.delay, self.flush_key, key)
+        size = len(payload)
         if self.plain:
-            b.records.append(rec)
+            b.records.append(Record(recv_ns, Kind(kind), payload))
         else:
-            b.parts.append(self._pack(rec.recv_ns, rec.kind, len(rec.payload)))
-            b.parts.append(rec.payload)
+            b.parts.append(self._pack(recv_ns, kind, size))
+            b.parts.append(payload)
         b.count += 1
-        b.nbytes += len(rec.payload) + HEADER.size
+        b.nbytes += size + 13
         self.writer.queued_records += 1
         if b.count >= self.max_records or b.nbytes >= self.max_bytes:
             self.flush_key(key)
@@ -169,6 +169,8 @@ class RedisWriter:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        #: Called with True when the queue fills up and False when it has room again.
+        self.on_full: Callable[[bool], None] = lambda _full: None
         self._idle = asyncio.Event()
         self._idle.set()
         self._attempt = 0
@@ -181,8 +183,9 @@ class RedisWriter:
         self.keys.add(batch.key)
         self._idle.clear()
         self._wake.set()
-        if self.queued_records >= self.queue_max_records:
+        if self.queued_records >= self.queue_max_records and self._room.is_set():
             self._room.clear()
+            self.on_full(True)
 
     @property
     def full(self) -> bool:
@@ -239,8 +242,9 @@ class RedisWriter:
     def _release(self, batches: list[Batch]) -> None:
         self.queued_records -= sum(b.records for b in batches)
         self.stats.queued_records = self.queued_records
-        if self.queued_records < self.queue_max_records * 0.8:
+        if self.queued_records < self.queue_max_records * 0.8 and not self._room.is_set():
             self._room.set()
+            self.on_full(False)
 
     def _may_drain(self) -> bool:
         return not self.spilling and (self.healthy or time.monotonic() >= self._retry_at)
@@ -251,7 +255,9 @@ class RedisWriter:
                 await asyncio.to_thread(self.spool.append, batches)
                 break
             except SpoolFull as exc:
-                self._room.clear()
+                if self._room.is_set():
+                    self._room.clear()
+                    self.on_full(True)
                 log.error("spool full (%s): holding batches in memory, backpressure on", exc)
                 if self._may_drain():
                     await self._drain_once()

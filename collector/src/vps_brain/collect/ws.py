@@ -7,7 +7,7 @@ When the connection reaches ``renew_after_s`` the slot opens a second connection
 streams and hands each stream over once the two overlap (see :mod:`vps_brain.collect.router`),
 then closes the old one: a renewal leaves neither a gap nor a duplicate.
 
-Pings are answered by aiohttp (``autoping``: the pong carries the ping's payload); a connection
+Pings are answered by the read loop (the pong carries the ping's payload); a connection
 silent for ``idle_timeout_s`` (no message, no ping) is presumed dead and replaced.
 """
 
@@ -45,16 +45,15 @@ class Connection:
         cid: int,
         router: Router,
         wait_room: Callable[[], Awaitable[None]],
-        is_full: Callable[[], bool],
         idle_timeout_s: float,
     ) -> None:
         self.ws = ws
         self.id = cid
         self.router = router
         self.wait_room = wait_room
-        self.is_full = is_full
         self.idle_timeout_s = idle_timeout_s
         self.opened = time.monotonic()
+        self.last_activity = self.opened
         self.closed = asyncio.Event()
         self.reason = ""
         self.task: asyncio.Task[None] | None = None
@@ -62,30 +61,50 @@ class Connection:
     async def read(self) -> None:
         on_frame = self.router.on_frame
         ws = self.ws
+        receive = ws.receive
         text = aiohttp.WSMsgType.TEXT
+        ping = aiohttp.WSMsgType.PING
+        monotonic = time.monotonic
+        time_ns = time.time_ns
+        router = self.router
+        watchdog = asyncio.create_task(self._watchdog())
         try:
             while True:
-                msg = await ws.receive(timeout=self.idle_timeout_s)
+                msg = await receive()  # no per-message timeout: the watchdog handles silence
+                self.last_activity = monotonic()
                 if msg.type is text:
-                    on_frame(self.id, time.time_ns(), msg.data)
-                    if self.is_full():
+                    on_frame(self.id, time_ns(), msg.data)
+                    if router.backpressure:
                         await self.wait_room()
+                elif msg.type is ping:
+                    await ws.pong(msg.data)  # the pong copies the ping's payload
+                elif msg.type is aiohttp.WSMsgType.PONG:
+                    continue
                 elif msg.type is aiohttp.WSMsgType.BINARY:
-                    self.router.quarantine(time.time_ns(), msg.data, "binary_frame")
+                    router.quarantine(time_ns(), msg.data, "binary_frame")
                 else:
                     if msg.type is aiohttp.WSMsgType.ERROR:
                         self.reason = f"error: {msg.data}"
-                    else:
+                    elif self.reason == "":
                         self.reason = f"closed by server ({ws.close_code})"
                     break
-        except TimeoutError:
-            self.reason = f"idle for {self.idle_timeout_s}s"
         except (aiohttp.ClientError, ConnectionError) as exc:
             self.reason = f"error: {exc}"
         finally:
+            watchdog.cancel()
             self.closed.set()
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    async def _watchdog(self) -> None:
+        """Close the connection when nothing (not even a ping) arrived for idle_timeout_s."""
+        while True:
+            idle = time.monotonic() - self.last_activity
+            if idle >= self.idle_timeout_s:
+                self.reason = f"idle for {idle:.1f}s"
+                await self.ws.close()
+                return
+            await asyncio.sleep(min(1.0, self.idle_timeout_s - idle + 0.01))
 
     async def close(self) -> None:
         if self.task is not None:
@@ -109,7 +128,6 @@ class Slot:
         stats: CollectorStats,
         session: aiohttp.ClientSession,
         wait_room: Callable[[], Awaitable[None]],
-        is_full: Callable[[], bool],
         renew_after_s: float,
         renew_overlap_s: float,
         reconnect_min_s: float,
@@ -125,7 +143,6 @@ class Slot:
         self.stats = stats
         self.session = session
         self.wait_room = wait_room
-        self.is_full = is_full
         self.renew_after_s = renew_after_s
         self.renew_overlap_s = renew_overlap_s
         self.reconnect_min_s = reconnect_min_s
@@ -147,7 +164,7 @@ class Slot:
             try:
                 ws = await self.session.ws_connect(
                     self.url,
-                    autoping=True,
+                    autoping=False,
                     max_msg_size=self.max_msg_size,
                     decode_text=False,
                     compress=0,
@@ -161,9 +178,7 @@ class Slot:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            conn = Connection(
-                ws, next(_conn_ids), self.router, self.wait_room, self.is_full, self.idle_timeout_s
-            )
+            conn = Connection(ws, next(_conn_ids), self.router, self.wait_room, self.idle_timeout_s)
             return conn
 
     def _start(self, conn: Connection) -> None:
