@@ -317,3 +317,17 @@ async def test_disk_full_stops_acks_alerts_and_resumes(
         assert metrics.disk_blocked._value.get() == 0
     assert stored(tmp_path) == expected(records)
     assert any("acknowledgements stopped" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_a_stream_recreated_below_the_checkpoint_is_reported(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with ParquetStore(tmp_path / "store") as st:
+        st.add(STREAM, b"9999999999999-0", trades(1))
+        st.flush()
+    r = redis_server.client()
+    r.xadd(STREAM, BatchEncoder().encode(trades(1)))  # type: ignore[arg-type]
+    metrics = ConsumerMetrics()
+    consumer = Consumer(settings(tmp_path), add_reader_user(redis_server), metrics=metrics)
+    async with running(consumer):
+        await until(lambda: metrics.stream_resets.labels(STREAM)._value.get() == 1)

@@ -82,6 +82,12 @@ class ConsumerMetrics:
             ["stream"],
             registry=r,
         )
+        self.stream_resets = Counter(
+            p + "stream_resets",
+            "Streams found behind the store's checkpoint (recreated on the VPS)",
+            ["stream"],
+            registry=r,
+        )
         self.live_published = Counter(
             p + "live_published", "Entries published to the live feed", registry=r
         )

@@ -302,12 +302,32 @@ class Consumer:
                         continue  # the collector has not written it yet; never create it here
                     raise
             ready.append(key)
+        if force:
+            for key in ready:
+                await self._check_not_reset(r, key)
         if ready != self.streams or force:
             new = [s for s in ready if s not in self.streams]
             self.streams = ready
             if new and not force:
                 log.info("new streams", extra={"fields": {"streams": new}})
                 await self._recover(r, new)
+
+    async def _check_not_reset(self, r: aioredis.Redis, key: str) -> None:
+        """Entries at or below the checkpoint count as stored. A stream recreated with lower ids
+        (its Redis lost its data and a clock went back) would be mistaken for old data: say so."""
+        committed = self.store.committed.get(key)
+        if committed is None:
+            return
+        info: Any = await r.xinfo_stream(key)
+        last = parse_id(info.get("last-generated-id") or b"0-0")
+        if last < committed:
+            log.error(
+                "stream is behind the store's checkpoint: it was recreated; entries up to the "
+                "checkpoint would be taken as already stored",
+                extra={"fields": {"stream": key, "last_id": f"{last[0]}-{last[1]}",
+                                  "checkpoint": f"{committed[0]}-{committed[1]}"}},
+            )  # fmt: skip
+            self.metrics.stream_resets.labels(key).inc()
 
     async def _recover(self, r: aioredis.Redis, streams: Sequence[str] | None = None) -> None:
         """Claim dead consumers' pending entries, then re-read our own pending list in order."""
