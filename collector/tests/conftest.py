@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -100,7 +101,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield from make_redis(tmp_path)
 
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance"
+# ../shared/data/binance beside the project; VPS_BRAIN_BINANCE_DATA points elsewhere.
+SHARED_DATA = Path(
+    os.environ.get(
+        "VPS_BRAIN_BINANCE_DATA",
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "binance",
+    )
+)
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +116,6 @@ def binance_data() -> Path:
     if not (SHARED_DATA / "spot_ethusdt_20240808.gz").exists():
         pytest.fail(
             f"recorded Binance data not found at {SHARED_DATA} "
-            "(shared/ must sit beside the project)"
+            "(shared/ must sit beside the project, or set VPS_BRAIN_BINANCE_DATA)"
         )
     return SHARED_DATA
