@@ -100,3 +100,38 @@ async def test_replayed_recording_is_stored_byte_for_byte(
     assert len(snaps) == 1
     first_u = orjson.loads(expected["ethusdt@depth@100ms"][0])["data"]["U"]
     assert orjson.loads(snaps[0].payload)["lastUpdateId"] >= first_u
+
+
+async def test_plain_framing_and_streams_split_over_connections(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with Simulator(generated(max_messages=600)) as sim:
+        settings = settings_for(
+            sim,
+            redis_server.url,
+            tmp_path / "spool",
+            framing="plain",
+            max_streams_per_connection=2,  # 6 streams -> 3 connections
+        )
+        async with running_collector(settings) as col:
+            assert len(col.slots) == 3
+            await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
+            await wait_until(
+                lambda: sum(col.stats.messages_in.values()) >= total_sent(sim),
+                what="collector received everything",
+            )
+            await col.flushed()
+        assert sim.stats()["open_connections"] == 0
+        assert len(sim.stats()["connections"]) == 3
+        published = sim.stats()["published"]
+    r = redis_server.client()
+    for sym in ("ethusdt", "btcusdt"):
+        key = stream_key("binance", sym)
+        entries = r.xrange(key)
+        assert all(set(fields) == {b"v", b"k", b"t", b"p"} for _id, fields in entries)
+        records = read_stream(redis_server.url, key)
+        assert len(entries) == len(records)
+        by_stream = messages_by_stream(records)
+        for ch in STREAMS:
+            assert len(by_stream[f"{sym}@{ch}"]) == published[f"{sym}@{ch}"]
+        assert set(check_sequences(by_stream).values()) == {0}
