@@ -28,8 +28,10 @@ fi
 stamp=.venv/.stamp-$(cat requirements-dev.txt collector/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements-dev.txt -e './collector[dev]'
+  # The local index mirrors print one harmless warning per package; keep the output readable.
+  quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  quiet .venv/bin/pip install -q --upgrade pip
+  quiet .venv/bin/pip install -q -r requirements-dev.txt -e './collector[dev]'
   rm -f .venv/.stamp-*
   touch "$stamp"
 fi
