@@ -238,21 +238,30 @@ def producer(port: int, rate: float, seconds: float, delay_ms: float) -> None:
         r.xadd(STREAM, enc.encode(batch))  # type: ignore[arg-type]
 
 
-async def measure(url: str, key_prefix: str, expected: int, seconds: float) -> list[float]:
+async def measure(
+    url: str, key_prefix: str, expected: int, seconds: float, warmup_s: float = 0.0
+) -> list[float]:
     lat: list[float] = []
     deadline = time.monotonic() + seconds + 15
 
     async def read() -> None:
+        started = 0.0
         async for item in live_records(url, [STREAM], prefix=key_prefix, start="$", block_ms=100):
-            lat.append((time.time_ns() - item.record.recv_ns) / 1e6)
+            now = time.time_ns()
+            if not started:
+                started = time.monotonic()
+            if time.monotonic() - started < warmup_s:
+                continue  # a backlog from before the measurement is not latency
+            lat.append((now - item.record.recv_ns) / 1e6)
             if len(lat) >= expected:
                 return
 
-    while True:  # wait for the stream to exist
-        if await aioredis.Redis.from_url(url).exists(key_prefix + STREAM) or \
-                time.monotonic() > deadline:  # fmt: skip
+    probe = aioredis.Redis.from_url(url)
+    for _ in range(int(15 / 0.01)):  # wait for the stream to exist
+        if await probe.exists(key_prefix + STREAM):
             break
         await asyncio.sleep(0.01)
+    await probe.aclose()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(read(), max(1.0, deadline - time.monotonic()))
     return lat
@@ -324,7 +333,72 @@ def bench_latency(rate: float, seconds: float, tmp: Path) -> None:
         for p in (vps, brain):
             p.terminate()
             p.wait()
-    rows = (("baseline: read the VPS stream directly", base), ("through the consumer (live)", via))
+    report(base, via, "baseline: read the VPS stream directly")
+
+
+def bench_chain_latency(rate: float, seconds: float, tmp: Path) -> None:
+    """[4] the same with the real simulator and collector (recv_ns stamped by the collector)."""
+    print(f"\n[4] end-to-end latency with the real chain: vps-brain simulate ({rate:,.0f} msg/s) "
+          f"-> collect -> Redis -> consume -> live, {seconds:.0f} s")  # fmt: skip
+    vps, vps_port = start_redis(tmp / "redis-vps4")
+    brain, brain_port = start_redis(tmp / "redis-brain4")
+    sim_port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    vps_url, brain_url = f"redis://127.0.0.1:{vps_port}/0", f"redis://127.0.0.1:{brain_port}/0"
+    env = {**os.environ, "VPS_BRAIN__COLLECTOR__LOG_LEVEL": "WARNING"}
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "vps_brain.cli", "simulate", "--port", str(sim_port),
+             "--symbols", "ethusdt", "--trade-rate", str(rate * 0.4),
+             "--ticker-rate", str(rate * 0.5), "--depth-rate", str(rate * 0.1)],
+            stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        time.sleep(1.5)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "vps_brain.cli", "collect", "--redis-url", vps_url,
+             "--ws-url", f"ws://127.0.0.1:{sim_port}", "--rest-url", f"http://127.0.0.1:{sim_port}",
+             "--symbols", "ethusdt", "--spool-dir", str(tmp / "spool4"), "--metrics-port", "0"],
+            stderr=subprocess.DEVNULL, env=env,
+        ))  # fmt: skip
+        r = redis.Redis(port=vps_port)
+        deadline = time.monotonic() + 20
+        while not r.exists(STREAM) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cfg = tmp / "consumer4.json"
+        cfg.write_text(json.dumps({
+            "redis": {"url": vps_url},
+            "consumer": {"store_dir": str(tmp / "store4"), "streams": [STREAM],
+                         "consumer_name": "bench", "flush_interval_s": 1.0, "metrics_port": 0,
+                         "log_level": "WARNING"},
+        }))  # fmt: skip
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "vps_brain.cli", "consume", "--config", str(cfg),
+             "--live-url", brain_url],
+        ))  # fmt: skip
+        time.sleep(2.0)
+        expected = int(rate * seconds)
+
+        async def both() -> tuple[list[float], list[float]]:
+            a = asyncio.create_task(measure(vps_url, "", expected, seconds, warmup_s=1.0))
+            b = asyncio.create_task(measure(brain_url, "live:", expected, seconds, warmup_s=1.0))
+            return await a, await b
+
+        base, via = asyncio.run(both())
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for p in (vps, brain):
+            p.terminate()
+            p.wait()
+    report(base, via, "baseline: read the VPS stream directly")
+
+
+def report(base: list[float], via: list[float], base_name: str) -> None:
+    rows = ((base_name, base), ("through the consumer (live)", via))
     for name, lat in rows:
         if not lat:
             print(f"    {name:40s} no samples")
@@ -345,7 +419,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--repeat", type=int, default=3, help="runs of [1]; the best counts")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    ap.add_argument("--only", choices=["core", "full", "latency"])
+    ap.add_argument("--only", choices=["core", "full", "latency", "chain"])
     args = ap.parse_args()
     if args.quick:
         args.records, args.seconds = 50_000, 3
@@ -361,6 +435,8 @@ def main() -> None:
             bench_full_consumer(min(args.records, 200_000), tmp)
         if args.only in (None, "latency"):
             bench_latency(args.rate, args.seconds, tmp)
+        if args.only in (None, "chain"):
+            bench_chain_latency(args.rate, args.seconds, tmp)
 
 
 if __name__ == "__main__":

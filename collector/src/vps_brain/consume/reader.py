@@ -406,8 +406,9 @@ class Consumer:
         store = self.store
         decoder = self.decoder
         ack_now: dict[str, list[bytes]] = {}
-        live: list[tuple[str, bytes, Mapping[bytes, bytes]]] = []
         hub = self.hub if self.hub.active else None
+        if self.publisher is not None:
+            await self._publish_live(resp)
         for key_raw, entries in resp:
             key = _s(key_raw)
             seen = store.last_seen(key)
@@ -445,23 +446,34 @@ class Consumer:
                     n_bytes += len(rec.payload)
                 if records:
                     self._last_recv[key] = records[-1].recv_ns
-                if self.publisher is not None:
-                    live.append((key, eid, fields))
                 if hub is not None:
                     m.live_dropped.inc(hub.publish(key, eid, records))
             if n_entries:
                 m.entries.labels(key).inc(n_entries)
                 m.records.labels(key).inc(n_records)
                 m.bytes.labels(key).inc(n_bytes)
-        if live and self.publisher is not None:
-            try:
-                m.live_published.inc(await self.publisher.publish(live))
-            except _NET_ERRORS as exc:
-                log.warning("live feed publish failed", extra={"fields": {"error": repr(exc)}})
         m.buffered_records.set(store.buffered_records)
         m.buffered_bytes.set(store.buffered_bytes)
         if ack_now:
             await self._ack(r, ack_now)
+
+    async def _publish_live(self, resp: Sequence[Any]) -> None:
+        """Hand new entries to the live feed first: strategies do not wait for decoding and
+        storing. Best effort: an entry re-read after a crash may be published twice."""
+        assert self.publisher is not None
+        live: list[tuple[str, bytes, Mapping[bytes, bytes]]] = []
+        for key_raw, entries in resp:
+            key = _s(key_raw)
+            seen = self.store.last_seen(key)
+            live.extend(
+                (key, eid, fields) for eid, fields in entries if fields and parse_id(eid) > seen
+            )
+        if not live:
+            return
+        try:
+            self.metrics.live_published.inc(await self.publisher.publish(live))
+        except _NET_ERRORS as exc:
+            log.warning("live feed publish failed", extra={"fields": {"error": repr(exc)}})
 
     async def _ack(self, r: aioredis.Redis, acks: Mapping[str, list[bytes]]) -> None:
         pipe = r.pipeline(transaction=False)
