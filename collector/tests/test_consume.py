@@ -331,3 +331,24 @@ async def test_a_stream_recreated_below_the_checkpoint_is_reported(
     consumer = Consumer(settings(tmp_path), add_reader_user(redis_server), metrics=metrics)
     async with running(consumer):
         await until(lambda: metrics.stream_resets.labels(STREAM)._value.get() == 1)
+
+
+async def test_claims_reach_entries_behind_a_long_pending_list_of_our_own(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    enc = BatchEncoder()
+    recs = trades(12_050)
+    pipe = r.pipeline(transaction=False)
+    for x in recs:
+        pipe.xadd(STREAM, enc.encode([x]))  # type: ignore[arg-type]
+    pipe.execute()
+    r.xgroup_create(STREAM, GROUP, id="0")
+    r.xreadgroup(GROUP, "c1", {STREAM: ">"}, count=12_000)  # our own, from before a crash
+    r.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=50)  # behind them: a dead consumer's
+    consumer = Consumer(
+        settings(tmp_path, claim_min_idle_ms=10, read_count=5000), add_reader_user(redis_server)
+    )
+    async with running(consumer):
+        await until(lambda: delivered_all(r), limit_s=60)
+    assert stored(tmp_path) == expected(recs)

@@ -356,25 +356,23 @@ class Consumer:
             others = [c for c in summary.get("consumers") or [] if _s(c["name"]) != self.name]
             if not others:
                 return
-            start = "0-0"
+            start: bytes | str = "0-0"
             claimed = 0
             while True:
-                res = await r.xautoclaim(
+                # Not JUSTID: redis-py then drops the cursor, and the cursor is what walks past
+                # a long pending list of our own (COUNT bounds the scan, not the whole list).
+                res: Any = await r.xautoclaim(
                     key,
                     self.cfg.group,
                     self.name,
                     min_idle_time=self.cfg.claim_min_idle_ms,
                     start_id=start,
                     count=1000,
-                    justid=True,
                 )
-                # justid: a list of ids; redis-py drops the cursor, so page by the last id.
-                ids = list(res)
+                start, ids = res[0], res[1]
                 claimed += len(ids)
-                if len(ids) < 1000:
+                if _s(start) == "0-0":
                     break
-                ms, seq = parse_id(ids[-1])
-                start = f"{ms}-{seq + 1}"
             if claimed:
                 log.info(
                     "claimed pending entries of other consumers",
