@@ -150,3 +150,31 @@ def test_ids_must_increase(tmp_path: Path) -> None:
         st.add(STREAM, b"5-1", [])
         with pytest.raises(ValueError):
             st.add(STREAM, b"5-0", [])
+
+
+def test_replay_cli_prints_the_recording_format_and_checks_the_book(
+    tmp_path: Path, binance_data: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    from vps_brain.cli import main
+
+    records = list(recording(binance_data / "spot_ethusdt_20240808.gz", 12_000))
+    with ParquetStore(tmp_path) as st:
+        for eid, recs in entries(records, 100):
+            st.add(STREAM, eid, recs)
+        st.flush()
+    assert main(["replay", "--store", str(tmp_path), "--symbol", "ethusdt"]) == 0
+    out = capsysbinary.readouterr().out
+    assert out.splitlines() == [b"%d %s" % (r.recv_ns, r.payload) for r in records]
+
+    assert (
+        main(["replay", "--store", str(tmp_path), "--channel", "trade", "--format", "jsonl"]) == 0
+    )
+    rows = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    assert rows and {r["channel"] for r in rows} == {"trade"}
+    assert rows[0]["stream"] == STREAM and rows[0]["payload"].startswith(
+        '{"stream":"ethusdt@trade"'
+    )
+
+    assert main(["replay", "--store", str(tmp_path), "--check-book", "ethusdt"]) == 0
+    summary = capsysbinary.readouterr().out.decode()
+    assert "0 mismatches" in summary and "0 gaps" in summary
