@@ -99,6 +99,8 @@ async def test_dropped_connection_reconnects_and_marks_the_gap_with_a_resync(
     injected = [g for g in trade_gaps if g["got"] == g["expected"] + 2]
     assert injected, trade_gaps
     assert all(set(g) == {"symbol", "channel", "reason", "expected", "got"} for g in gaps)
+    assert all(g["reason"] == "sequence" for g in injected)
+    assert {g["reason"] for g in gaps} <= {"sequence", "reconnect"}
     # every depth gap is followed by a snapshot (the resync), and the breaks match the gaps
     kinds = [r.kind for r in records]
     last_gap = max(i for i, r in enumerate(records) if r.kind is Kind.GAP)

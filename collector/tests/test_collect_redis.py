@@ -79,7 +79,7 @@ async def test_full_redis_spills_to_disk_and_drains_when_room_returns(
     server: RedisServer = next(gen)
     try:
         async with Simulator(
-            sim_settings(max_messages=12000, trade_rate=4000, ticker_rate=4000)
+            sim_settings(max_messages=20000, trade_rate=4000, ticker_rate=4000)
         ) as sim:
             settings = settings_for(
                 sim,
@@ -90,7 +90,7 @@ async def test_full_redis_spills_to_disk_and_drains_when_room_returns(
                 redis_low_watermark=min(high_watermark, 0.5),
             )
             async with running_collector(settings) as col:
-                await wait_until(lambda: col.stats.spooled_batches > 5, what="spilling")
+                await wait_until(lambda: col.stats.spooled_batches > 0, what="spilling")
                 assert col.stats.spilling == 1
                 r = server.client()
                 r.config_set("maxmemory", "200mb")

@@ -85,6 +85,7 @@ class StreamState:
     first_u: int = 0  # first U buffered since the last (re)start of the depth sync
     n_in: int = 0
     bytes_in: int = 0
+    reconnected: bool = False  # the next gap is explained by a reconnect
     #: 1 trade, 2 depth, 3 bookTicker, 0 other (ints: cheaper than enum checks on the hot path)
     code: int = 0
 
@@ -158,7 +159,11 @@ class Router:
 
         if cid == st.owner and st.successor is None:
             # Fast path: the owner continues its sequence.
-            if (code == 1 or (code == 2 and st.sync is not DepthSync.INIT)) and lo == st.last + 1:
+            if (
+                (code == 1 or (code == 2 and st.sync is not DepthSync.INIT))
+                and lo == st.last + 1
+                and not st.reconnected
+            ):
                 self.emit(st.key, recv_ns, _MESSAGE, raw)
                 st.last = hi
                 return
@@ -190,6 +195,10 @@ class Router:
 
     # ------------------------------------------------------------------------- sequences
     def _accept(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
+        self._check(st, recv_ns, raw, lo, hi)
+        st.reconnected = False
+
+    def _check(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
         ch = st.channel
         if ch is Channel.DEPTH:
             if st.last >= 0 and lo != st.last + 1:
@@ -225,6 +234,8 @@ class Router:
 
     def _gap(self, st: StreamState, recv_ns: int, channel: str, expected: int, got: int) -> None:
         self.stats.gaps[(st.symbol, channel)] += 1
+        reason = "reconnect" if st.reconnected else "sequence"
+        st.reconnected = False
         log.warning(
             "gap on %s: expected %d, got %d",
             st.name,
@@ -236,7 +247,7 @@ class Router:
             {
                 "symbol": st.symbol,
                 "channel": channel,
-                "reason": "sequence",
+                "reason": reason,
                 "expected": expected,
                 "got": got,
             }
@@ -272,6 +283,7 @@ class Router:
         """A replacement connection (after a drop): it owns its streams at once."""
         for s in streams:
             st = self.streams[s]
+            st.reconnected = st.owner is not None
             st.owner = cid
             st.successor = None
             st.held.clear()

@@ -228,15 +228,27 @@ class RedisWriter:
             batches: list[Batch] = []
             while self.queue and len(batches) < ROUND_MAX_BATCHES:
                 batches.append(self.queue.popleft())
-            if not batches:
-                await self._drain_once()
-                continue
-            if len(self.spool) or self.spilling or not self.healthy:
-                await self._to_spool(batches)
-                if self._may_drain():
+            try:
+                if not batches:
                     await self._drain_once()
-            elif not await self._send(batches):
-                await self._to_spool(batches)
+                    continue
+                if len(self.spool) or self.spilling or not self.healthy:
+                    await self._to_spool(batches)
+                    batches_done, batches = batches, []
+                    self._release(batches_done)
+                    if self._may_drain():
+                        await self._drain_once()
+                elif not await self._send(batches):
+                    await self._to_spool(batches)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never drop: put the round back in front (ids make a repeat harmless).
+                log.exception("writer round failed; retrying")
+                self.queue.extendleft(reversed(batches))
+                self._fail("writer round failed")
+                await asyncio.sleep(0.5)
+                continue
             self._release(batches)
 
     def _release(self, batches: list[Batch]) -> None:
@@ -254,11 +266,11 @@ class RedisWriter:
             try:
                 await asyncio.to_thread(self.spool.append, batches)
                 break
-            except SpoolFull as exc:
+            except (SpoolFull, OSError) as exc:
                 if self._room.is_set():
                     self._room.clear()
                     self.on_full(True)
-                log.error("spool full (%s): holding batches in memory, backpressure on", exc)
+                log.error("spool refused (%s): holding batches in memory, backpressure on", exc)
                 if self._may_drain():
                     await self._drain_once()
                 else:
