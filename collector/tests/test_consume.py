@@ -352,3 +352,21 @@ async def test_claims_reach_entries_behind_a_long_pending_list_of_our_own(
     async with running(consumer):
         await until(lambda: delivered_all(r), limit_s=60)
     assert stored(tmp_path) == expected(recs)
+
+
+async def test_an_unreachable_live_feed_does_not_stop_the_store(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    from conftest import free_port
+
+    r = redis_server.client()
+    recs = trades(5)
+    for x in recs:
+        r.xadd(STREAM, BatchEncoder().encode([x]))  # type: ignore[arg-type]
+    metrics = ConsumerMetrics()
+    cfg = settings(tmp_path, live=True, live_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    consumer = Consumer(cfg, add_reader_user(redis_server), metrics=metrics)
+    async with running(consumer):
+        await until(lambda: delivered_all(r))
+    assert stored(tmp_path) == expected(recs)
+    assert metrics.live_errors._value.get() >= 1

@@ -91,6 +91,9 @@ class ConsumerMetrics:
         self.live_published = Counter(
             p + "live_published", "Entries published to the live feed", registry=r
         )
+        self.live_errors = Counter(
+            p + "live_errors", "Failed publications to the live feed's Redis", registry=r
+        )
         self.live_dropped = Counter(
             p + "live_dropped",
             "Live feed items dropped for a slow in-process subscriber",

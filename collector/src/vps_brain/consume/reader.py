@@ -148,6 +148,7 @@ class Consumer:
         self._stop = asyncio.Event()
         self._last_recv: dict[str, int] = {}
         self._disk_blocked = False
+        self._live_warned = 0.0
         self._parts_seen = 0
 
     # ------------------------------------------------------------------------------ control
@@ -471,7 +472,11 @@ class Consumer:
         try:
             self.metrics.live_published.inc(await self.publisher.publish(live))
         except _NET_ERRORS as exc:
-            log.warning("live feed publish failed", extra={"fields": {"error": repr(exc)}})
+            self.metrics.live_errors.inc()
+            now = time.monotonic()
+            if now - self._live_warned > 10:  # the store goes on; do not flood the journal
+                self._live_warned = now
+                log.warning("live feed publish failed", extra={"fields": {"error": repr(exc)}})
 
     async def _ack(self, r: aioredis.Redis, acks: Mapping[str, list[bytes]]) -> None:
         pipe = r.pipeline(transaction=False)
