@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def sim_settings(**kw: object) -> SimulatorSettings:
         "trade_rate": 1000,
         "depth_rate": 200,
         "ticker_rate": 1000,
-        "ping_interval_s": 0.2,
+        "ping_interval_s": 1.0,
     }
     base.update(kw)
     return SimulatorSettings.model_validate(base)
@@ -56,11 +57,11 @@ async def test_redis_restart_spools_and_drains_without_loss(tmp_path: Path) -> N
             settings = settings_for(sim, server.url, tmp_path / "spool")
             async with running_collector(settings) as col:
                 await wait_until(lambda: received(col) > 500, what="first messages")
-                server.stop()
+                await asyncio.to_thread(server.stop)
                 before = received(col)
                 await wait_until(lambda: received(col) > before + 1000, what="collect while down")
                 await wait_until(lambda: col.stats.spooled_batches > 0, what="spooled")
-                server.start()
+                await asyncio.to_thread(server.start)
                 await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
                 await wait_until(lambda: col.stats.drained_batches > 0, what="drained")
                 await col.flushed()
@@ -93,7 +94,7 @@ async def test_full_redis_spills_to_disk_and_drains_when_room_returns(
                 await wait_until(lambda: col.stats.spooled_batches > 0, what="spilling")
                 assert col.stats.spilling == 1
                 r = server.client()
-                r.config_set("maxmemory", "200mb")
+                await asyncio.to_thread(r.config_set, "maxmemory", "200mb")
                 await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
                 await wait_until(lambda: col.stats.spilling == 0, what="spill over")
                 await col.flushed()
