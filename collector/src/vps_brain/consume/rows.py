@@ -20,7 +20,7 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-from vps_brain.frame import Kind, Record
+from vps_brain.frame import Kind
 
 SCHEMA: Final = pa.schema(
     [
@@ -105,7 +105,7 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], Extractor]]] = {
 _GENERIC: Final = (("event_ms",), _event)
 _RAW: Final = ((), _none)
 
-KIND_CHANNEL: Final = {
+KIND_CHANNEL: Final[dict[int, str]] = {
     Kind.SNAPSHOT: "snapshot",
     Kind.GAP: "gap",
     Kind.QUARANTINE: "quarantine",
@@ -155,11 +155,11 @@ def channel_of(stream_name: str) -> str:
     return channel
 
 
-def classify(rec: Record) -> tuple[str, tuple[Any, ...]]:
+def classify(kind: int, payload: bytes) -> tuple[str, tuple[Any, ...]]:
     """The channel of a record and its channel columns (see :data:`LAYOUTS`)."""
-    if rec.kind == 1:  # Kind.MESSAGE
+    if kind == 1:  # Kind.MESSAGE
         try:
-            env = _loads(rec.payload)
+            env = _loads(payload)
             data = env["data"]
             channel = _channel_of.get(env["stream"]) or channel_of(env["stream"])
             # Fast paths for the common channels; any surprise falls back to .get() below.
@@ -175,14 +175,14 @@ def classify(rec: Record) -> tuple[str, tuple[Any, ...]]:
                 return channel, (data["E"], data["U"], data["u"])
         except (_JSONError, KeyError, TypeError):
             pass
-        return _classify_slow(rec.payload)
-    if rec.kind == Kind.SNAPSHOT:
+        return _classify_slow(payload)
+    if kind == Kind.SNAPSHOT:
         try:
-            snap = _loads(rec.payload)
+            snap = _loads(payload)
             return "snapshot", (snap.get("lastUpdateId"),)
         except (_JSONError, AttributeError):
             return INVALID_CHANNEL, ()
-    return KIND_CHANNEL.get(rec.kind, INVALID_CHANNEL), ()
+    return KIND_CHANNEL.get(kind, INVALID_CHANNEL), ()
 
 
 def _classify_slow(payload: bytes) -> tuple[str, tuple[Any, ...]]:

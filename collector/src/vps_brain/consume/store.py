@@ -384,24 +384,22 @@ class ParquetStore:
         day_lo, day_hi, day = self._day
         n = 0
         nbytes = 0
-        for i, rec in enumerate(records):
-            recv_ns = rec.recv_ns
+        for i, (recv_ns, kind, payload) in enumerate(records):
             if not day_lo <= recv_ns < day_hi:
                 day_lo = recv_ns - recv_ns % NS_PER_DAY
                 day_hi = day_lo + NS_PER_DAY
                 day = day_name(recv_ns)
                 self._day = (day_lo, day_hi, day)
-            channel, values = classify(rec)
+            channel, values = classify(kind, payload)
             key = (stream, channel, day)
             part = parts.get(key)
             if part is None:
                 part = parts[key] = self._new_part(stream, channel, day, sid)
-            payload = rec.payload
             part.entry_ms.append(ms)
             part.entry_seq.append(seq)
             part.rec.append(i)
             part.recv_ns.append(recv_ns)
-            part.kind.append(rec.kind)
+            part.kind.append(kind)
             part.values.append(values)
             part.payload.append(payload)
             part.last = sid
