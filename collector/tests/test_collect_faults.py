@@ -156,3 +156,25 @@ async def test_rest_429_is_honoured_and_the_snapshot_still_arrives(
         assert sim.rest_requests == 3
     records = read_stream(redis_server.url, stream_key("binance", "ethusdt"))
     assert [r.kind for r in records].count(Kind.SNAPSHOT) == 1
+
+
+async def test_server_shutdown_notice_triggers_an_early_renewal_without_gap(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with Simulator(sim_settings(max_messages=2500)) as sim:
+        settings = settings_for(sim, redis_server.url, tmp_path / "spool")
+        async with running_collector(settings) as col:
+            await wait_until(lambda: received(col) > 300, what="first messages")
+            sim.announce_shutdown()
+            await wait_until(lambda: col.stats.renewals == 1, what="renewal")
+            await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
+            await col.flushed()
+            assert col.stats.reconnects == 0
+            assert col.stats.quarantined["server_shutdown"] == 1
+        published = sim.stats()["published"]
+    records = read_stream(redis_server.url, stream_key("binance", "ethusdt"))
+    by_stream = messages_by_stream(records)
+    for name, msgs in by_stream.items():
+        assert len(msgs) == published[name], name
+    assert set(check_sequences(by_stream).values()) == {0}
+    assert of_kind(records, Kind.GAP) == []

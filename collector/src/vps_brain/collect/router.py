@@ -122,7 +122,10 @@ class Router:
         self._logged: set[str] = set()
         #: True while the writer's queue is full: readers await room after each frame.
         self.backpressure = False
+        #: Called with a connection id when all its streams moved to the successor.
         self.on_switched: Callable[[int], None] = lambda _cid: None
+        #: Called with a connection id that announced a ``serverShutdown``.
+        self.on_server_shutdown: Callable[[int], None] = lambda _cid: None
 
     # ---------------------------------------------------------------------------- frames
     def on_frame(self, cid: int, recv_ns: int, raw: bytes) -> None:
@@ -135,10 +138,18 @@ class Router:
             name = msg["stream"]
             data = msg["data"]
         except (orjson.JSONDecodeError, TypeError, KeyError):
+            if self._is_shutdown_notice(raw):
+                self.on_server_shutdown(cid)
+                self.quarantine(recv_ns, raw, "server_shutdown", "renewing the connection")
+                return
             self.quarantine(recv_ns, raw, "malformed", raw[:80].decode(errors="replace"))
             return
         st = self.streams.get(name) if isinstance(name, str) else None
         if st is None:
+            if self._is_shutdown_notice(raw):
+                self.on_server_shutdown(cid)
+                self.quarantine(recv_ns, raw, "server_shutdown", "renewing the connection")
+                return
             self.quarantine(recv_ns, raw, "unknown_stream", str(name)[:80])
             return
         code = st.code
@@ -180,6 +191,22 @@ class Router:
             self._try_switch(st)
         else:
             self.stats.duplicates[name] += 1  # a retired connection still draining
+
+    @staticmethod
+    def _is_shutdown_notice(raw: bytes) -> bool:
+        """Binance's ``serverShutdown`` event (bare or enveloped): renew the connection early."""
+        if b"serverShutdown" not in raw:
+            return False
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(msg, dict):
+            return False
+        data = msg.get("data")
+        return msg.get("e") == "serverShutdown" or (
+            isinstance(data, dict) and data.get("e") == "serverShutdown"
+        )
 
     def quarantine(self, recv_ns: int, raw: bytes, reason: str, detail: str = "") -> None:
         self.stats.quarantined[reason] += 1

@@ -146,6 +146,18 @@ class Collector:
                     max(4 * c.max_frame_bytes, 1 << 20),
                 )
             )
+        slots = self.slots
+
+        def on_switched(cid: int) -> None:
+            for slot in slots:
+                slot.on_switched(cid)
+
+        def on_server_shutdown(cid: int) -> None:
+            for slot in slots:
+                slot.on_server_shutdown(cid)
+
+        router.on_switched = on_switched
+        router.on_server_shutdown = on_server_shutdown
         slot_tasks = [asyncio.create_task(s.run(), name=f"slot-{s.index}") for s in self.slots]
         self.ready.set()
         log.info(

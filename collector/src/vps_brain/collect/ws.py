@@ -151,6 +151,7 @@ class Slot:
         self.max_msg_size = max_msg_size
         self.current: Connection | None = None
         self._switched: dict[int, asyncio.Event] = {}
+        self._renew_now = asyncio.Event()
 
     def _control(self, event: str, **extra: object) -> None:
         self.router.control(
@@ -184,10 +185,17 @@ class Slot:
     def _start(self, conn: Connection) -> None:
         conn.task = asyncio.create_task(conn.read(), name=f"ws-{conn.id}")
 
-    def _on_switched(self, cid: int) -> None:
+    def on_switched(self, cid: int) -> None:
+        """Router callback: every stream of successor ``cid`` has been handed over."""
         ev = self._switched.get(cid)
         if ev is not None:
             ev.set()
+
+    def on_server_shutdown(self, cid: int) -> None:
+        """Router callback: connection ``cid`` announced a shutdown: renew it now."""
+        if self.current is not None and self.current.id == cid:
+            log.warning("slot %d: serverShutdown on connection %d: renewing", self.index, cid)
+            self._renew_now.set()
 
     async def run(self) -> None:
         conn = await self._open()
@@ -200,8 +208,16 @@ class Slot:
             while True:
                 age = time.monotonic() - conn.opened
                 wait = max(0.0, self.renew_after_s - age)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(conn.closed.wait(), wait)
+                closed = asyncio.ensure_future(conn.closed.wait())
+                renew = asyncio.ensure_future(self._renew_now.wait())
+                try:
+                    await asyncio.wait(
+                        [closed, renew], timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    closed.cancel()
+                    renew.cancel()
+                self._renew_now.clear()
                 if conn.closed.is_set():
                     self.stats.reconnects += 1
                     log.warning("slot %d: connection %d lost: %s", self.index, conn.id, conn.reason)
@@ -222,7 +238,6 @@ class Slot:
         """Open a successor, hand the streams over, close ``old``; returns the successor."""
         new = await self._open()
         switched = self._switched[new.id] = asyncio.Event()
-        self.router.on_switched = self._on_switched
         self.router.begin_successor(new.id, self.streams)
         self._start(new)
         self._control("connection_renewing", old=old.id, new=new.id)

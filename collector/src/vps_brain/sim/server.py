@@ -11,7 +11,8 @@ Control endpoints for tests and the lab (not Binance):
 
 * ``GET /_sim/stats``: counters as JSON (published per stream, sent per connection, faults).
 * ``POST /_sim/fault/<name>`` with query parameters: ``drop``, ``gap?stream=&count=``,
-  ``malformed``, ``oversized?bytes=``, ``unknown``, ``rest429?count=``, ``cut?after_s=``.
+  ``malformed``, ``oversized?bytes=``, ``unknown``, ``shutdown`` (serverShutdown notice),
+  ``rest429?count=``, ``cut?after_s=``.
 
 Faults from :class:`~vps_brain.config.FaultSettings` apply to every connection; injected bad
 frames (malformed, oversized, unknown stream) are *extra* frames, so the real sequence is intact.
@@ -279,6 +280,12 @@ class Simulator:
         for conn in self.connections.values():
             conn.inject("unknown", envelope("zzzusdt@trade", b'{"e":"trade","t":1}'))
 
+    def announce_shutdown(self) -> None:
+        """Send Binance's ``serverShutdown`` notice to every connection."""
+        frame = b'{"e":"serverShutdown","E":%d}' % (time.time_ns() // 1_000_000)
+        for conn in self.connections.values():
+            conn.inject("shutdown", frame)
+
     def arm_rest_429(self, count: int) -> None:
         self.rest_429_left = count
 
@@ -382,6 +389,8 @@ class Simulator:
             self.inject_oversized(int(q.get("bytes", str(self.faults.oversized_bytes))))
         elif name == "unknown":
             self.inject_unknown()
+        elif name == "shutdown":
+            self.announce_shutdown()
         elif name == "rest429":
             self.arm_rest_429(int(q.get("count", "1")))
         elif name == "cut":
