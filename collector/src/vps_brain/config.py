@@ -205,7 +205,7 @@ class SimulatorSettings(Section):
     trade_rate: NonNegFloat = 50.0
     #: Generated mode: bookTickers per second per symbol.
     ticker_rate: NonNegFloat = 100.0
-    #: Generated mode: stop after this many messages per connection (0 = endless).
+    #: Generated mode: stop after this many messages per symbol (0 = endless).
     max_messages: Annotated[int, Field(ge=0)] = 0
     #: Price levels per side of the generated book.
     book_levels: PositiveInt = 200

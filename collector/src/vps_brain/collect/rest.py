@@ -49,6 +49,10 @@ class WeightBudget:
         self.paused_until = 0.0
         self._lock = asyncio.Lock()
 
+    def observe_used(self, used: int) -> None:
+        """Align with the exchange's count (``X-MBX-USED-WEIGHT-1M``) when it is higher."""
+        self.tokens = min(self.tokens, max(0.0, self.capacity - used))
+
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
@@ -137,6 +141,9 @@ class SnapshotFetcher:
                 url, params={"symbol": symbol.upper(), "limit": str(self.limit)}
             ) as resp:
                 body = await resp.read()
+                used = resp.headers.get("X-MBX-USED-WEIGHT-1M", "")
+                if used.isdigit():
+                    self.budget.observe_used(int(used))
                 if resp.status in (429, 418):
                     self.stats.rest_429 += 1
                     retry = resp.headers.get("Retry-After", "")
