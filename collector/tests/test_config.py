@@ -109,3 +109,10 @@ def test_cross_field_checks_name_the_section() -> None:
 def test_replay_mode_without_files_is_rejected() -> None:
     with pytest.raises(ConfigError, match="replay_files"):
         load_settings(environ={"VPS_BRAIN__SIMULATOR__MODE": "replay"})
+
+
+def test_the_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "vps-brain.yaml"
+    s = load_settings(example, environ={})
+    assert s.redis.username == "collector"
+    assert s.collector.symbols == ["ethusdt", "btcusdt"]
