@@ -1,11 +1,15 @@
 """The whole chain as separate processes: simulate -> collect -> Redis (AOF) -> consume -> store.
 
-The simulator replays both ETHUSDT recordings (30x speed); the collector writes them to a real
-redis-server; the consumer, as the read-only ACL user, stores them. Along the way the consumer is
-killed with SIGKILL several times and the collector once (then restarted with its spool: it
-resynchronises with a fresh snapshot, and what the exchange sent while it was down is gone, as
-with the real exchange). At the end the store must equal the VPS stream exactly: every record
-once, in order; and the order book replayed from the store must match every comparable bookTicker.
+Every fault of issue 4 in one run. The simulator replays both ETHUSDT recordings (20x speed); the
+collector writes them to a real redis-server (AOF, appendfsync always); the consumer reads through
+a TCP proxy as the read-only ACL user. Meanwhile: the consumer is killed with SIGKILL 20 times at
+random moments (restarting under rotating names, so pending entries are also claimed); the
+collector is killed with SIGKILL once and restarted with its spool (it resynchronises with a fresh
+snapshot; what the exchange sent while it was down is gone, as with the real exchange); Redis is
+restarted; the proxy black-holes the consumer's connection for ``VPS_BRAIN_E2E_CUT_S`` seconds
+(default 3; the issue's 60 s with VPS_BRAIN_E2E_CUT_S=60). At the end the store must equal the VPS
+stream exactly: every record once, in order; and the order book replayed from the store must
+match every comparable bookTicker.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pytest
 import redis
 import yaml
 from conftest import RedisServer, free_port, make_redis
+from test_e2e_consumer import BlackholeProxy
 
 from vps_brain.consume.reader import READER_ACL
 from vps_brain.consume.replay import iter_store
@@ -32,7 +37,8 @@ from vps_brain.orderbook import check_against_tickers
 
 STREAM = stream_key("binance", "ethusdt")
 PASSWORD = "chain-secret"
-SPEED = 30
+SPEED = 20
+CUT_S = float(os.environ.get("VPS_BRAIN_E2E_CUT_S", "3"))
 
 
 @pytest.fixture
@@ -91,10 +97,11 @@ def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> Non
             proc.wait()
 
 
-def test_simulate_collect_consume_survives_kills_of_collector_and_consumer(
+def test_chain_stores_exactly_once_across_kills_redis_restart_and_cut(
     tmp_path: Path, aof_redis: RedisServer, binance_data: Path
 ) -> None:
     rng = random.Random(7)
+    proxy = BlackholeProxy(aof_redis.port)
     sim_port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -103,7 +110,7 @@ def test_simulate_collect_consume_survives_kills_of_collector_and_consumer(
         yaml.safe_dump(
             {
                 "redis": {
-                    "url": aof_redis.url,
+                    "url": f"redis://127.0.0.1:{proxy.port}/0",
                     "username": "brain",
                     "password": PASSWORD,
                     "socket_timeout_s": 1.0,
@@ -143,21 +150,28 @@ def test_simulate_collect_consume_survives_kills_of_collector_and_consumer(
         while stream_added(r) == 0:  # the consumer only reads streams that exist
             assert time.monotonic() < deadline and collector.poll() is None
             time.sleep(0.05)
-        for k in range(1, 7):
-            consumer = cli(["consume", "--config", str(cfg), "--name", f"b{k % 2}"],
+        for k in range(1, 21):
+            consumer = cli(["consume", "--config", str(cfg), "--name", f"b{k % 3}"],
                            logs / "consume.log")  # fmt: skip
             wait_for_log(logs / "consume.log", "consumer started", k, consumer)
-            time.sleep(rng.uniform(0.2, 1.5))
-            if k == 3:  # the collector dies too, and comes back with its spool
+            time.sleep(rng.uniform(0.0, 1.0))
+            if k == 5:  # the collector dies too, and comes back with its spool
                 collector.send_signal(signal.SIGKILL)
                 collector.wait(10)
-                time.sleep(0.5)
+                time.sleep(0.3)
                 collector = cli(collect_args, logs / "collect.log")
+            if k == 10:  # AOF on: stream, group and pending lists survive
+                aof_redis.restart()
+            if k == 15:  # the tunnel drops: packets stop, sockets stay open
+                proxy.cut()
+                time.sleep(CUT_S)
+                proxy.heal()
+                time.sleep(rng.uniform(0.2, 1.0))
             assert consumer.poll() is None, (logs / "consume.log").read_text()[-3000:]
             consumer.send_signal(signal.SIGKILL)
             consumer.wait(10)
         consumer = cli(["consume", "--config", str(cfg), "--name", "final"], logs / "consume.log")
-        wait_for_log(logs / "consume.log", "consumer started", 7, consumer)
+        wait_for_log(logs / "consume.log", "consumer started", 21, consumer)
         # The replay lasts ~(346 + 305) s / SPEED; wait for the stream to stop growing.
         last, still_since = -1, time.monotonic()
         deadline = time.monotonic() + 120
@@ -182,6 +196,7 @@ def test_simulate_collect_consume_survives_kills_of_collector_and_consumer(
         stop(consumer, signal.SIGKILL)
         stop(collector)
         stop(sim)
+        proxy.close()
 
     vps: list[tuple[int, int, bytes]] = []
     for _id, fields in r.xrange(STREAM):  # type: ignore[union-attr]
