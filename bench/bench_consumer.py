@@ -11,7 +11,11 @@
    batched up to 5 ms like ``collector.batch_max_delay_ms``); the consumer runs as its own
    process (``vps-brain consume --live-url``); the strategy reads ``live:*`` from the Brain's
    Redis. Baseline: the same strategy reading the VPS stream directly (no consumer hop).
-   Target: added p99 <= 20 ms.
+   Target: end-to-end p99 <= 20 ms.
+4. The same latency through the real chain: ``vps-brain simulate`` (generated, 5,000 msg/s) ->
+   ``vps-brain collect`` (recv_ns stamped by the collector) -> Redis -> consumer -> live feed;
+   baseline: the VPS stream read directly, at the same time. Five processes on the machine: on a
+   busy 2-CPU host this measures the scheduler as much as the code.
 
 Run: ``.venv/bin/python bench/bench_consumer.py`` (``--quick`` for a short run). Needs
 redis-server and ../shared/data/binance.
