@@ -228,10 +228,12 @@ class Router:
     def _check(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
         ch = st.channel
         if ch is Channel.DEPTH:
-            if st.last >= 0 and lo != st.last + 1:
-                if hi <= st.last:
-                    self.stats.duplicates[st.name] += 1
-                    return
+            # Continuity is U <= previous u + 1 <= u (an event straddling the previous one, as
+            # after a renewal with different aggregation windows, is applied idempotently).
+            if st.last >= 0 and hi <= st.last:
+                self.stats.duplicates[st.name] += 1
+                return
+            if st.last >= 0 and lo > st.last + 1:
                 self._gap(st, recv_ns, "depth", st.last + 1, lo)
                 st.sync = DepthSync.INIT
             self.emit(st.key, recv_ns, _MESSAGE, raw)
