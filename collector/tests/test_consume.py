@@ -370,3 +370,21 @@ async def test_an_unreachable_live_feed_does_not_stop_the_store(
         await until(lambda: delivered_all(r))
     assert stored(tmp_path) == expected(recs)
     assert metrics.live_errors._value.get() >= 1
+
+
+async def test_the_consumer_compacts_closed_days_into_one_file_per_partition(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    recs = trades(40)  # received in 2001: a closed day
+    metrics = ConsumerMetrics()
+    cfg = settings(tmp_path, compact_interval_s=0.3)
+    consumer = Consumer(cfg, add_reader_user(redis_server), metrics=metrics)
+    async with running(consumer):
+        for x in recs:  # one entry per flush: many small parts
+            r.xadd(STREAM, BatchEncoder().encode([x]))  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+        await until(lambda: delivered_all(r))
+        await until(lambda: len(list((tmp_path / "store" / "data").rglob("*.parquet"))) == 1)
+    assert metrics.compacted._value.get() >= 2
+    assert stored(tmp_path) == expected(recs)

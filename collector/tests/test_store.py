@@ -178,3 +178,62 @@ def test_replay_cli_prints_the_recording_format_and_checks_the_book(
     assert main(["replay", "--store", str(tmp_path), "--check-book", "ethusdt"]) == 0
     summary = capsysbinary.readouterr().out.decode()
     assert "0 mismatches" in summary and "0 gaps" in summary
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "data").rglob("*.parquet"))
+
+
+def test_compaction_merges_closed_days_without_changing_the_replay(
+    tmp_path: Path, binance_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = list(recording(binance_data / "spot_ethusdt_20240808.gz", 5000))
+    chunks = list(entries(records, 50))
+    with ParquetStore(tmp_path) as st:
+        for n, (eid, recs) in enumerate(chunks):
+            st.add(STREAM, eid, recs)
+            if n % 20 == 19:
+                st.flush()  # five flushes: five parts per partition
+        st.flush()
+        before = [(r.entry_id, r.rec, r.payload) for r in iter_store(tmp_path)]
+        assert len(_files(tmp_path)) == 3 * 5 + 1  # the snapshot partition has one part
+        # A flush that crashed before its checkpoint leaves a part above it: never merged.
+        st.add(STREAM, b"1800000000000-0", records[:3])
+
+        class Crash(BaseException):
+            pass
+
+        def crash(*a: object) -> None:
+            raise Crash
+
+        monkeypatch.setattr(st, "_checkpoint_tmp", crash)
+        with pytest.raises(Crash):
+            st.flush()
+        assert st.compact("2024-08-08") == 0  # today's partitions are left alone
+        removed = st.compact("2024-08-09")
+    assert removed == 3 * 5
+    with ParquetStore(tmp_path):  # recovery drops the uncommitted part
+        pass
+    assert len(_files(tmp_path)) == 4
+    assert [(r.entry_id, r.rec, r.payload) for r in iter_store(tmp_path)] == before
+
+
+def test_an_interrupted_compaction_never_shows_a_record_twice(
+    tmp_path: Path, binance_data: Path
+) -> None:
+    records = list(recording(binance_data / "spot_ethusdt_20240808.gz", 2000))
+    with ParquetStore(tmp_path) as st:
+        for n, (eid, recs) in enumerate(entries(records, 100)):
+            st.add(STREAM, eid, recs)
+            if n % 5 == 4:
+                st.flush()
+        st.flush()
+        inputs = {p: p.read_bytes() for p in _files(tmp_path)}
+        st.compact("2099-01-01")
+        for p, data in inputs.items():  # as if it had died before deleting its inputs
+            p.write_bytes(data)
+        back = [(r.recv_ns, r.payload) for r in iter_store(tmp_path)]
+        assert back == [(r.recv_ns, r.payload) for r in records]
+        # The leftovers go now; the single snapshot part was never merged, it stays.
+        assert st.compact("2099-01-01") == len(inputs) - 1
+    assert len(_files(tmp_path)) == 4

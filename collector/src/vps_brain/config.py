@@ -250,6 +250,8 @@ class ConsumerSettings(Section):
     flush_max_records: PositiveInt = 500_000
     flush_max_bytes: PositiveInt = 256 * 1024**2
     parquet_compression: Literal["zstd", "snappy", "none"] = "zstd"
+    #: Merge each closed day's parts into one file per partition this often (0 = never).
+    compact_interval_s: NonNegFloat = 3600.0
     retry_min_s: PositiveFloat = 0.1
     retry_max_s: PositiveFloat = 30.0
     #: Publish every entry to the Brain's local Redis (stream ``live_prefix + key``).

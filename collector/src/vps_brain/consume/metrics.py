@@ -49,6 +49,9 @@ class ConsumerMetrics:
             registry=r,
         )
         self.parts = Counter(p + "parts_written", "Parquet part files written", registry=r)
+        self.compacted = Counter(
+            p + "compacted_parts", "Part files merged into per-day files", registry=r
+        )
         self.buffered_records = Gauge(
             p + "buffered_records", "Records read but not yet committed", registry=r
         )

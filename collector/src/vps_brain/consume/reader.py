@@ -143,12 +143,14 @@ class Consumer:
         self._last_discovery = 0.0
         self._flush_deadline = 0.0
         self._commit_task: asyncio.Task[dict[str, list[bytes]]] | None = None
+        self._compaction: asyncio.Task[dict[str, list[bytes]]] | None = None
         self._disk_backoff = Backoff(cfg.retry_min_s, cfg.retry_max_s)
         self._disk_retry_at = 0.0
         self._stop = asyncio.Event()
         self._last_recv: dict[str, int] = {}
         self._disk_blocked = False
         self._live_warned = 0.0
+        self._compact_at = time.monotonic() + min(60.0, cfg.compact_interval_s)
         self._parts_seen = 0
 
     # ------------------------------------------------------------------------------ control
@@ -522,15 +524,16 @@ class Consumer:
                 if wait:
                     await self._sleep(min(delay, 0.5))
                 return
-            if self._disk_blocked:
-                log.warning("store writable again; acknowledging", extra={"fields": {}})
-            self._disk_blocked = False
-            self.metrics.disk_blocked.set(0)
-            self._disk_backoff.reset()
-            self.metrics.flushes.inc()
-            self.metrics.parts.inc(self.store.parts_written - self._parts_seen)
-            self._parts_seen = self.store.parts_written
-            await self._ack(r, acks)
+            if task is not self._compaction:
+                if self._disk_blocked:
+                    log.warning("store writable again; acknowledging", extra={"fields": {}})
+                self._disk_blocked = False
+                self.metrics.disk_blocked.set(0)
+                self._disk_backoff.reset()
+                self.metrics.flushes.inc()
+                self.metrics.parts.inc(self.store.parts_written - self._parts_seen)
+                self._parts_seen = self.store.parts_written
+                await self._ack(r, acks)
             now = time.monotonic()
         if self.store.sealed:
             if now < self._disk_retry_at and not wait:
@@ -541,6 +544,16 @@ class Consumer:
             if wait:
                 await self._maybe_commit(r, time.monotonic(), wait=True)
             return
+        if (
+            not wait
+            and self.cfg.compact_interval_s
+            and now >= self._compact_at
+            and not self.store.full
+        ):
+            self._compact_at = now + self.cfg.compact_interval_s
+            self._commit_task = asyncio.create_task(asyncio.to_thread(self._compact))
+            self._compaction = self._commit_task
+            return
         due = now >= self._flush_deadline or self.store.full or wait
         if due:
             self._flush_deadline = now + self.cfg.flush_interval_s
@@ -548,6 +561,19 @@ class Consumer:
                 self._start_commit()
                 if wait:
                     await self._maybe_commit(r, time.monotonic(), wait=True)
+
+    def _compact(self) -> dict[str, list[bytes]]:
+        """Merge closed days' parts (worker thread, in the commit slot: never beside a commit)."""
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        try:
+            removed = self.store.compact(today)
+        except OSError as exc:  # e.g. no room for the merged file: the small parts stay
+            log.warning("compaction failed", extra={"fields": {"error": str(exc)}})
+            return {}
+        if removed:
+            self.metrics.compacted.inc(removed)
+            log.info("compacted closed days", extra={"fields": {"files_merged": removed}})
+        return {}
 
     def _start_commit(self) -> None:
         started = time.perf_counter()

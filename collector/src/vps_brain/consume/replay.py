@@ -25,7 +25,7 @@ from typing import NamedTuple
 import orjson
 import pyarrow.parquet as pq
 
-from vps_brain.consume.store import StreamId, part_range
+from vps_brain.consume.store import StreamId, part_range, uncovered
 
 _COLUMNS = ["entry_ms", "entry_seq", "rec", "recv_ns", "kind", "payload"]
 
@@ -93,10 +93,12 @@ def list_parts(
                     date = _value(date_dir.name, "date")
                     if date is None:
                         continue
+                    found = []
                     for f in date_dir.iterdir():
                         rng = part_range(f.name)
                         if rng is not None:
-                            out.append(PartFile(f, exchange, channel, symbol, date, *rng))
+                            found.append((*rng, PartFile(f, exchange, channel, symbol, date, *rng)))
+                    out.extend(uncovered(found)[0])  # skip inputs of an unfinished compaction
     return out
 
 

@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -48,6 +48,7 @@ from vps_brain.consume.rows import NS_PER_DAY, SCHEMA, classify, day_name, layou
 from vps_brain.frame import Record
 
 StreamId = tuple[int, int]
+T = TypeVar("T")
 ZERO_ID: Final[StreamId] = (0, 0)
 
 QUARANTINE_SCHEMA: Final = pa.schema(
@@ -187,6 +188,24 @@ def part_range(name: str) -> tuple[StreamId, StreamId] | None:
         return None
     a, b, c, d = map(int, m.groups())
     return (a, b), (c, d)
+
+
+def uncovered(
+    parts: Iterable[tuple[StreamId, StreamId, T]],
+) -> tuple[list[T], list[T]]:
+    """Split the parts of one partition into the live ones and those whose range lies inside
+    another part's (inputs a compaction had merged but not yet deleted when it was interrupted).
+    Parts of successive flushes never overlap, so containment only ever means that."""
+    live: list[T] = []
+    covered: list[T] = []
+    reach: StreamId | None = None
+    for _first, last, item in sorted(parts, key=lambda p: (p[0], (-p[1][0], -p[1][1]))):
+        if reach is not None and last <= reach:
+            covered.append(item)
+        else:
+            live.append(item)
+            reach = last
+    return live, covered
 
 
 def _column(values: tuple[Any, ...], typ: pa.DataType) -> pa.Array:
@@ -528,6 +547,72 @@ class ParquetStore:
                 acks.setdefault(stream, []).extend(ids)
         return acks
 
+    # --------------------------------------------------------------------------- compaction
+
+    def compact(self, before_day: str) -> int:
+        """Merge the committed parts of every partition dated before ``before_day``
+        (``YYYY-MM-DD``) into one file per partition; returns how many files were removed.
+
+        Readers never see a record twice: the merged part's id range covers its inputs, and a
+        part inside another part's range is ignored (:func:`uncovered`) until it is deleted.
+        Only parts at or below the checkpoint are merged, so a flush being undone after a crash
+        can never have been merged. Must not run concurrently with :meth:`commit`.
+        """
+        removed = 0
+        if not self.data_dir.is_dir():
+            return 0
+        for date_dir in sorted(self.data_dir.glob("exchange=*/channel=*/symbol=*/date=*")):
+            if date_dir.name[len("date=") :] >= before_day:
+                continue
+            removed += self._compact_partition(date_dir)
+        return removed
+
+    def _compact_partition(self, d: Path) -> int:
+        exchange = d.parent.parent.parent.name[len("exchange=") :]
+        symbol = d.parent.name[len("symbol=") :]
+        if exchange == "_":
+            return 0
+        committed = self.committed.get(f"md:{exchange}:{symbol}", ZERO_ID)
+        found: list[tuple[StreamId, StreamId, Path]] = []
+        for f in d.iterdir():
+            rng = part_range(f.name)
+            if rng is not None:
+                found.append((rng[0], rng[1], f))
+            elif f.name.startswith(".") and f.name.endswith(".tmp"):
+                f.unlink()  # an interrupted compaction's output
+        live, covered = uncovered(found)
+        for f in covered:
+            f.unlink()
+        ranges = {f: (a, b) for a, b, f in found}
+        inputs = [f for f in live if ranges[f][1] <= committed]
+        if len(inputs) >= 2:
+            out = d / part_name(ranges[inputs[0]][0], ranges[inputs[-1]][1])
+            tmp = out.with_name(f".{out.name}.tmp")
+            try:
+                with pq.ParquetWriter(tmp, SCHEMA, compression=self._codec()) as writer:
+                    for f in inputs:  # one input in memory at a time
+                        writer.write_table(pq.read_table(f, schema=SCHEMA))
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, out)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            fsync_dir(d)
+            for f in inputs:
+                f.unlink()
+            covered.extend(inputs)
+        if covered:
+            fsync_dir(d)
+        return len(covered)
+
+    def _codec(self) -> str | None:
+        return None if self.compression == "none" else self.compression
+
     def _write_intent(self, ckpt: Mapping[str, StreamId], parts: list[Path]) -> None:
         if self._leftovers:
             for p in list(self._leftovers):
@@ -546,7 +631,7 @@ class ParquetStore:
         pq.write_table(
             table,
             sink,
-            compression=None if self.compression == "none" else self.compression,
+            compression=self._codec(),
             use_dictionary=["side", "price", "bid_price", "ask_price"],
             write_statistics=["entry_ms", "entry_seq", "recv_ns", "update_id", "trade_id"],
         )
