@@ -178,7 +178,9 @@ class Collector:
         finally:
             for t in slot_tasks:
                 t.cancel()
-            await asyncio.gather(*slot_tasks, return_exceptions=True)
+            late = (await asyncio.wait(slot_tasks, timeout=10))[1] if slot_tasks else set()
+            if late:
+                log.warning("%d connection(s) did not close within 10 s", len(late))
             await fetcher.close()
             await session.close()
             batcher.flush_all()

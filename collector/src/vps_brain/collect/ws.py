@@ -169,6 +169,7 @@ class Slot:
                     max_msg_size=self.max_msg_size,
                     decode_text=False,
                     compress=0,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 delay = max(

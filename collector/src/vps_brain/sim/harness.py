@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -58,7 +59,12 @@ async def running_collector(settings: Settings) -> AsyncIterator[Collector]:
         yield collector
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        done, _ = await asyncio.wait([task], timeout=30)
+        if not done:
+            for t in asyncio.all_tasks():
+                t.print_stack(file=sys.stderr)
+            raise TimeoutError("collector did not stop within 30 s (task stacks on stderr)")
+        task.result()
 
 
 async def wait_until(
