@@ -388,3 +388,21 @@ async def test_the_consumer_compacts_closed_days_into_one_file_per_partition(
         await until(lambda: len(list((tmp_path / "store" / "data").rglob("*.parquet"))) == 1)
     assert metrics.compacted._value.get() >= 2
     assert stored(tmp_path) == expected(recs)
+
+
+async def test_a_redis_that_lost_its_data_is_followed_when_the_stream_comes_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    first, second = trades(3), trades(6)[3:]
+    for x in first:
+        r.xadd(STREAM, BatchEncoder().encode([x]))  # type: ignore[arg-type]
+    consumer = Consumer(settings(tmp_path), RedisSettings(url=redis_server.url))
+    async with running(consumer):
+        await until(lambda: delivered_all(r))
+        redis_server.restart()  # no persistence: stream and group are gone
+        await asyncio.sleep(0.3)
+        for x in second:  # the collector writes again, with later ids
+            r.xadd(STREAM, BatchEncoder().encode([x]))  # type: ignore[arg-type]
+        await until(lambda: delivered_all(r))
+    assert stored(tmp_path) == expected(first + second)
