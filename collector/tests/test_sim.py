@@ -11,8 +11,15 @@ from conftest import RedisServer
 from vps_brain.config import SimulatorSettings
 from vps_brain.frame import stream_key
 from vps_brain.orderbook import check_against_tickers
+from vps_brain.recordings import read_recording
 from vps_brain.sim import Simulator
-from vps_brain.sim.harness import read_stream, running_collector, settings_for, wait_until
+from vps_brain.sim.harness import (
+    messages_by_stream,
+    read_stream,
+    running_collector,
+    settings_for,
+    wait_until,
+)
 
 
 def sim_settings(**kw: object) -> SimulatorSettings:
@@ -119,3 +126,32 @@ async def test_connections_are_cut_at_the_configured_age() -> None:
             assert n > 0
         await wait_until(lambda: bool(sim.closed), what="server side closed")
         assert sim.closed[-1].closed_reason == "24h cut"
+
+
+async def test_cryptofeed_recording_replays_several_symbols_with_their_snapshots(
+    redis_server: RedisServer, tmp_path: Path, binance_data: Path
+) -> None:
+    ws_file = binance_data / "cryptofeed" / "BINANCE.ws.1.0"
+    expected: dict[str, list[bytes]] = {}
+    for rec in read_recording(ws_file):
+        if rec.stream:
+            expected.setdefault(rec.stream, []).append(rec.raw)
+    cfg = sim_settings(mode="replay", replay_files=[ws_file], replay_speed=0)
+    async with Simulator(cfg) as sim:
+        assert sorted(sim.market.symbols) == ["blzeth", "lrcbtc", "nknusdt", "runeeur"]
+        settings = settings_for(
+            sim,
+            redis_server.url,
+            tmp_path / "spool",
+            channels=["depth@100ms", "bookTicker", "kline_1m", "aggTrade"],
+        )
+        async with running_collector(settings) as col:
+            n = sum(len(v) for v in expected.values())
+            await wait_until(lambda: sum(col.stats.messages_in.values()) >= n, what="replay")
+            await wait_until(lambda: sum(col.stats.snapshots.values()) >= 3, what="snapshots")
+            await col.flushed()
+    got: dict[str, list[bytes]] = {}
+    for sym in sim.market.symbols:
+        records = read_stream(redis_server.url, stream_key("binance", sym))
+        got.update(messages_by_stream(records))
+    assert got == expected

@@ -176,7 +176,14 @@ class Slot:
                     self.reconnect_min_s,
                     backoff(attempt, self.reconnect_min_s, self.reconnect_max_s),
                 )
-                log.warning("slot %d: connect failed (%s); retry in %.2fs", self.index, exc, delay)
+                level = (
+                    logging.WARNING
+                    if attempt in (0, 5, 20) or attempt % 100 == 0
+                    else logging.DEBUG
+                )
+                log.log(
+                    level, "slot %d: connect failed (%s); retry in %.2fs", self.index, exc, delay
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue

@@ -351,6 +351,7 @@ class ReplayMarket:
                     symbols.append(sym)
                 self.items.append((rec.recv_ns, stream, rec.raw))
         self.symbols = symbols
+        self.streams = {stream for _ns, stream, _raw in self.items}
         # A bare snapshot line belongs to the file's (single) symbol.
         if pending_snapshots and len(symbols) == 1:
             book = self.books.setdefault(symbols[0], ReplayBook())

@@ -295,6 +295,8 @@ class Simulator:
     # ------------------------------------------------------------------------------ handlers
     def _valid_stream(self, stream: str) -> bool:
         sym, sep, channel = stream.partition("@")
+        if isinstance(self.market, ReplayMarket):  # any channel of a recorded symbol
+            return bool(sep and channel) and sym in self.market.symbols
         return bool(sep) and sym in self.market.symbols and channel in CHANNELS
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
