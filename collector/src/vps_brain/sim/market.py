@@ -108,6 +108,8 @@ class GeneratedBook:
         for i in range(1, levels + 1):
             self.bids[self.mid - i] = rng.randint(1, 500_000)
             self.asks[self.mid + i - 1] = rng.randint(1, 500_000)
+        self.bb = max(self.bids)
+        self.ba = min(self.asks)
         self.update_id = 1_000_000
         self.trade_id = 5_000_000
         self.pending_first = 0
@@ -116,9 +118,25 @@ class GeneratedBook:
         self.event_ms = int(time.time() * 1000)
 
     def best(self) -> tuple[int, int, int, int]:
-        b = max(self.bids)
-        a = min(self.asks)
+        b, a = self.bb, self.ba
         return b, self.bids[b], a, self.asks[a]
+
+    def _set(self, side: dict[int, int], changes: dict[int, int], px: int, q: int) -> None:
+        if q:
+            side[px] = q
+        else:
+            side.pop(px, None)
+        changes[px] = q
+        if side is self.bids:
+            if q and px > self.bb:
+                self.bb = px
+            elif not q and px == self.bb:
+                self.bb = max(self.bids)
+        else:
+            if q and px < self.ba:
+                self.ba = px
+            elif not q and px == self.ba:
+                self.ba = min(self.asks)
 
     def _update(self, at_best: bool = False) -> None:
         """One book change (one update id), remembered for the next depth event."""
@@ -126,28 +144,24 @@ class GeneratedBook:
         self.update_id += 1
         if self.pending_first == 0:
             self.pending_first = self.update_id
-        best_bid, _, best_ask, _ = self.best()
+        bb, ba = self.bb, self.ba
         reach = 0 if at_best else self.levels // 4
-        if rng.random() < 0.5:
-            px = best_bid - rng.randint(0, reach)
-            if not at_best and rng.random() < 0.2 and len(self.bids) > 10:
-                self.bids.pop(px, None)
-                self.changes_b[px] = 0
-                return
-            px = min(px, best_ask - 1)
-            q = rng.randint(1, 500_000)
-            self.bids[px] = q
-            self.changes_b[px] = q
+        r = rng.random()
+        q = rng.randint(1, 500_000)
+        if r < 0.5:
+            if not at_best and r < 0.05 and ba - bb > 1:
+                self._set(self.bids, self.changes_b, bb + 1, q)  # improve the bid
+            elif not at_best and r < 0.15 and len(self.bids) > 10:
+                self._set(self.bids, self.changes_b, bb - rng.randint(0, reach), 0)
+            else:
+                self._set(self.bids, self.changes_b, bb - rng.randint(0, reach), q)
         else:
-            px = best_ask + rng.randint(0, reach)
-            if not at_best and rng.random() < 0.2 and len(self.asks) > 10:
-                self.asks.pop(px, None)
-                self.changes_a[px] = 0
-                return
-            px = max(px, best_bid + 1)
-            q = rng.randint(1, 500_000)
-            self.asks[px] = q
-            self.changes_a[px] = q
+            if not at_best and r > 0.95 and ba - bb > 1:
+                self._set(self.asks, self.changes_a, ba - 1, q)  # improve the ask
+            elif not at_best and r > 0.85 and len(self.asks) > 10:
+                self._set(self.asks, self.changes_a, ba + rng.randint(0, reach), 0)
+            else:
+                self._set(self.asks, self.changes_a, ba + rng.randint(0, reach), q)
 
     def depth_event(self) -> bytes:
         """A diff with every change since the previous one (``U``..``u``), like depth@100ms."""
