@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from conftest import RedisServer, make_redis
 
 from vps_brain.config import SimulatorSettings
-from vps_brain.frame import Kind, stream_key
+from vps_brain.frame import Kind, Record, decode_entry, stream_key
 from vps_brain.sim import Simulator
 from vps_brain.sim.harness import (
     check_sequences,
@@ -103,4 +104,57 @@ async def test_full_redis_spills_to_disk_and_drains_when_room_returns(
             published = sim.stats()["published"]
         assert_exactly_once(server.url, published)
     finally:
+        gen.close()
+
+
+async def test_brain_offline_fills_redis_then_acks_and_trimming_let_the_spool_drain(
+    tmp_path: Path,
+) -> None:
+    """The Brain is away: Redis fills, batches spill to disk; it comes back and acks, the
+    collector trims what was acknowledged, memory returns and the spool drains, in order."""
+    gen = make_redis(tmp_path, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    server: RedisServer = next(gen)
+    key = stream_key("binance", "ethusdt")
+    r = aioredis.Redis.from_url(server.url)
+    await r.xgroup_create(key, "brain", id="0", mkstream=True)
+    consumed: list[Record] = []
+
+    async def brain() -> None:
+        while True:
+            got = await r.xreadgroup("brain", "b1", {key: ">"}, count=50, block=100)
+            for _key, entries in got or []:
+                for eid, fields in entries:
+                    consumed.extend(decode_entry(fields))
+                    await r.xack(key, "brain", eid)
+
+    try:
+        cfg = sim_settings(max_messages=20000, trade_rate=4000, ticker_rate=4000)
+        async with Simulator(cfg) as sim:
+            settings = settings_for(
+                sim,
+                server.url,
+                tmp_path / "spool",
+                codec="none",
+                redis_high_watermark=0.8,
+                redis_low_watermark=0.6,
+                trim_interval_s=0.1,
+            )
+            async with running_collector(settings) as col:
+                await wait_until(lambda: col.stats.spooled_batches > 0, what="spilling")
+                reader = asyncio.create_task(brain())
+                await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
+                await col.flushed()
+                assert col.stats.trimmed_entries > 0
+                assert col.stats.drained_batches > 0
+                expected = sum(col.stats.records_out.values())
+                await wait_until(lambda: len(consumed) >= expected, what="brain consumed all")
+                reader.cancel()
+            published = sim.stats()["published"]
+        by_stream = messages_by_stream(consumed)
+        for name, msgs in by_stream.items():
+            assert len(msgs) == published[name], name
+        assert set(check_sequences(by_stream).values()) == {0}
+        assert Kind.GAP not in [rec.kind for rec in consumed]
+    finally:
+        await r.aclose()
         gen.close()
