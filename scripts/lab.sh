@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local lab: a VPS container (systemd, Debian 12) provisioned with playbooks/site.yml.
-# Usage: scripts/lab.sh up | down
+# The local lab: a VPS and a Brain container (systemd, Debian 12) joined by WireGuard, the
+# exchange simulator on the VPS, provisioned with playbooks/site.yml; then shows data arriving.
+# Usage: scripts/lab.sh up | down | status
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/bootstrap.sh" >/dev/null
@@ -9,7 +10,7 @@ source "$here/env.sh"
 cd "$VPS_BRAIN_ROOT"
 
 NETWORK=vpsb-lab
-HOSTS=(vpsb-lab-vps)
+HOSTS=(vpsb-lab-vps vpsb-lab-brain)
 
 down() {
   for h in "${HOSTS[@]}"; do podman rm -f -t 5 "$h" >/dev/null 2>&1 || true; done
@@ -24,6 +25,7 @@ up() {
     if ! podman container exists "$h"; then
       podman run -d --name "$h" --hostname "$h" --network "$NETWORK" \
         --systemd=always --ulimit nofile=20000:20000 --ulimit nproc=20000:20000 \
+        --device /dev/net/tun --cap-add NET_ADMIN \
         "$VPS_BRAIN_IMAGE" /sbin/init >/dev/null
     fi
     state=""
@@ -33,12 +35,31 @@ up() {
     done
     echo "lab: $h is up (systemd $state)"
   done
-  ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
-  echo "lab: provisioned. Enter a host with: podman exec -it ${HOSTS[0]} bash;  remove with: scripts/lab.sh down"
+  ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml playbooks/lab_market.yml
+  status
+  echo "lab: up. Enter a host with: podman exec -it ${HOSTS[0]} bash;  remove with: scripts/lab.sh down"
+}
+
+# Data arriving on the Brain: the dashboard (through the tunnel) and the stored message count.
+status() {
+  local count=0
+  for _ in $(seq 1 30); do
+    count=$(podman exec vpsb-lab-brain find /var/lib/vps-brain-consumer/store -name '*.parquet' 2>/dev/null | wc -l)
+    [ "$count" -gt 0 ] && break
+    sleep 2
+  done
+  podman exec vpsb-lab-brain /opt/vps-brain/venv/bin/vps-brain status --once \
+    --config /etc/vps-brain/consumer.yml --collector-metrics http://10.8.0.1:9108/metrics || true
+  podman exec vpsb-lab-brain /opt/vps-brain/venv/bin/python -c '
+import pathlib, pyarrow.parquet as pq
+files = sorted(pathlib.Path("/var/lib/vps-brain-consumer/store").rglob("*.parquet"))
+rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+print(f"lab: the Brain stores {rows} messages in {len(files)} Parquet files")'
 }
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac
