@@ -166,14 +166,17 @@ class Collector:
             len(self.slots),
             self.settings.redis.url.split("@")[-1],
         )
+        failed = ""
         try:
             stop_wait = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait(
                 [stop_wait, *slot_tasks, *background], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
-                if t is not stop_wait and t.exception() is not None:
-                    log.error("task %s failed", t.get_name(), exc_info=t.exception())
+                if t is not stop_wait:
+                    failed = t.get_name()
+                    exc = None if t.cancelled() else t.exception()
+                    log.error("task %s ended unexpectedly: stopping", failed, exc_info=exc)
             stop_wait.cancel()
         finally:
             for t in slot_tasks:
@@ -196,6 +199,9 @@ class Collector:
             if metrics_server is not None:
                 metrics_server.shutdown()
             log.info("collector stopped")
+        if failed:
+            # Exit non-zero so the service manager restarts us (the spool keeps the data).
+            raise RuntimeError(f"collector task {failed} ended unexpectedly")
 
     async def flushed(self) -> None:
         """Wait until every record received so far is in Redis (tests and bench)."""

@@ -40,12 +40,12 @@ async def safe_trim_point(
     point: tuple[int, int] | None = None
     for g in groups:
         name = g["name"]
+        ms, seq = _parse_id(g["last-delivered-id"])
+        cand = (ms, seq + 1)
         if int(g.get("pending", 0)) > 0:
             summary = await r.xpending(key, name)
-            cand = _parse_id(summary["min"])
-        else:
-            ms, seq = _parse_id(g["last-delivered-id"])
-            cand = (ms, seq + 1)
+            if summary.get("min") is not None:  # None: acked in the meantime
+                cand = min(cand, _parse_id(summary["min"]))
         if point is None or cand < point:
             point = cand
     return point
@@ -86,6 +86,9 @@ async def trim_loop(
             n = await trim_once(r, list(keys()), min_retention_s, require_group)
         except RedisError as exc:
             log.debug("trim skipped: %s", exc)
+            continue
+        except Exception:  # trimming is housekeeping: never let it stop the collector
+            log.exception("trim failed; retrying next interval")
             continue
         if n:
             on_removed(n)
