@@ -280,14 +280,14 @@ def run_latency(vps_port: int, brain_url: str | None, rate: float, seconds: floa
     r.xadd(STREAM, {"v": "1", "k": "5", "t": str(time.time_ns()), "p": "{}"})
     ctx = mp.get_context("fork")
     prod = ctx.Process(target=producer, args=(vps_port, rate, seconds, 5.0), daemon=True)
-    expected = int(rate * seconds)
+    expected = int(rate * (seconds - 0.5))
     if brain_url is None:
         url, prefix = f"redis://127.0.0.1:{vps_port}/0", ""
     else:
         url, prefix = brain_url, "live:"
 
     async def go() -> list[float]:
-        task = asyncio.create_task(measure(url, prefix, expected, seconds))
+        task = asyncio.create_task(measure(url, prefix, expected, seconds, warmup_s=0.5))
         await asyncio.sleep(0.3)
         prod.start()
         return await task
@@ -295,6 +295,21 @@ def run_latency(vps_port: int, brain_url: str | None, rate: float, seconds: floa
     lat = asyncio.run(go())
     prod.join(30)
     return lat
+
+
+def wait_consumer_ready(vps_port: int, consumer: subprocess.Popen[bytes]) -> None:
+    """Until the consumer has read and acknowledged what is in the stream: it is up, connected
+    and idle, so no start-up time is counted as latency."""
+    r = redis.Redis(port=vps_port)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and consumer.poll() is None:
+        with contextlib.suppress(redis.ResponseError):
+            groups: Any = r.xinfo_groups(STREAM)
+            if groups and groups[0]["lag"] == 0 and groups[0]["pending"] == 0:
+                time.sleep(0.5)
+                return
+        time.sleep(0.05)
+    raise RuntimeError("the consumer did not start")
 
 
 def bench_latency(rate: float, seconds: float, tmp: Path) -> None:
@@ -328,7 +343,7 @@ def bench_latency(rate: float, seconds: float, tmp: Path) -> None:
             [sys.executable, "-m", "vps_brain.cli", "consume", "--config", str(cfg),
              "--live-url", f"redis://127.0.0.1:{brain_port}/0"],
         )  # fmt: skip
-        time.sleep(1.5)
+        wait_consumer_ready(vps_port, consumer)
         via = run_latency(vps_port, f"redis://127.0.0.1:{brain_port}/0", rate, seconds)
     finally:
         if consumer is not None:
@@ -379,7 +394,7 @@ def bench_chain_latency(rate: float, seconds: float, tmp: Path) -> None:
             [sys.executable, "-m", "vps_brain.cli", "consume", "--config", str(cfg),
              "--live-url", brain_url],
         ))  # fmt: skip
-        time.sleep(2.0)
+        wait_consumer_ready(vps_port, procs[-1])
         expected = int(rate * seconds)
 
         async def both() -> tuple[list[float], list[float]]:
