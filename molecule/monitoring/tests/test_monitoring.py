@@ -82,9 +82,18 @@ def test_every_exporter_thread_is_pinned_to_the_housekeeping_cpu(host, unit):
         f"grep -h Cpus_allowed_list /proc/{pid}/task/*/status | awk '{{print $2}}' | sort | uniq -c"
     )
     assert lists.split()[1:] == ["0"], lists
-    assert "CPUAffinity=0" in host.file(
-        f"/etc/systemd/system/{unit}.service.d/vps-brain.conf"
-    ).content_string
+    dropin = host.file(f"/etc/systemd/system/{unit}.service.d/vps-brain.conf").content_string
+    assert "CPUAffinity=0\n" in dropin
+
+
+@pytest.mark.parametrize("unit", sorted(EXPORTERS))
+def test_exporter_waits_for_its_address_and_retries_forever(host, unit):
+    props = "After,Restart,RestartUSec,StartLimitIntervalUSec"
+    show = host.check_output(f"systemctl show -p {props} {unit}")
+    assert "redis-server.service" in show
+    assert "Restart=always" in show
+    assert "RestartUSec=5s" in show
+    assert "StartLimitIntervalUSec=0" in show
 
 
 def test_node_exporter_serves_node_metrics_and_the_health_gauges(host):
