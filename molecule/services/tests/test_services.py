@@ -1,0 +1,117 @@
+"""collector (VPS) and consumer (Brain) as sandboxed services: simulator -> Redis -> Parquet."""
+
+import re
+import time
+
+import pytest
+import testinfra
+
+VPS = testinfra.get_host("podman://vpsb-svc-vps")
+BRAIN = testinfra.get_host("podman://vpsb-svc-brain")
+UNITS = {
+    "collector": (VPS, "vps-brain-collector.service", "vps-brain-collector"),
+    "consumer": (BRAIN, "vps-brain-consumer.service", "vps-brain-consumer"),
+}
+DEADLINE_S = 90
+REDIS = "redis-cli --no-auth-warning --user probe --pass svc-probe-secret"
+
+
+def main_pid(host, unit):
+    return int(host.check_output(f"systemctl show -P MainPID {unit}"))
+
+
+def wait_for(probe, what):
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"no {what} within {DEADLINE_S} s"
+        time.sleep(2)
+
+
+@pytest.mark.parametrize("role", UNITS)
+def test_unit_is_active_and_enabled(role):
+    host, unit, _ = UNITS[role]
+    svc = host.service(unit)
+    assert svc.is_running
+    assert svc.is_enabled
+    assert host.check_output(f"systemctl show -P Restart {unit}") == "always"
+
+
+@pytest.mark.parametrize("role", UNITS)
+def test_runs_as_its_own_non_root_user(role):
+    host, unit, user = UNITS[role]
+    pid = main_pid(host, unit)
+    assert pid > 0
+    uid = host.check_output(f"stat -c %u /proc/{pid}")
+    assert host.check_output(f"id -un {uid}") == user
+    assert uid != "0"
+    assert host.user(user).shell == "/usr/sbin/nologin"
+
+
+def test_collector_runs_on_the_last_cpu_consumer_on_cpu_0():
+    last = int(VPS.check_output("nproc --all")) - 1
+    for host, unit, want in (
+        (VPS, UNITS["collector"][1], str(last)),
+        (BRAIN, UNITS["consumer"][1], "0"),
+    ):
+        pid = main_pid(host, unit)
+        lists = host.check_output(
+            f"grep -h Cpus_allowed_list /proc/{pid}/task/*/status | sort -u"
+        ).splitlines()
+        assert lists == [f"Cpus_allowed_list:\t{want}"], (unit, lists)
+
+
+@pytest.mark.parametrize("role", UNITS)
+def test_sandbox_exposure_is_at_most_2_5(role):
+    host, unit, _ = UNITS[role]
+    out = host.check_output(f"systemd-analyze security --no-pager {unit}")
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+    assert match, out[-500:]
+    assert float(match.group(1)) <= 2.5, out
+
+
+@pytest.mark.parametrize("role", UNITS)
+def test_config_is_root_owned_group_readable_and_password_stays_out(role):
+    host, _, user = UNITS[role]
+    conf = host.file(f"/etc/vps-brain/{role}.yml")
+    assert (conf.user, conf.group, conf.mode) == ("root", user, 0o640)
+    secret = host.file(f"/etc/vps-brain/{role}.redis-password")
+    assert (secret.user, secret.group, secret.mode) == ("root", user, 0o640)
+    assert secret.content_string.strip() not in conf.content_string
+    journal = host.check_output(f"journalctl --no-pager -o cat -u vps-brain-{role}")
+    assert secret.content_string.strip() not in journal
+
+
+def test_market_data_arrives_in_redis_streams():
+    def streams():
+        keys = VPS.check_output(f"{REDIS} --scan --pattern 'md:*'").split()
+        lengths = {key: int(VPS.check_output(f"{REDIS} XLEN {key}")) for key in keys}
+        return lengths if any(lengths.values()) else None
+
+    lengths = wait_for(streams, "md:* stream entries")
+    assert any("btcusdt" in key for key in lengths), lengths
+
+
+def test_consumer_stores_parquet_files():
+    store = "/var/lib/vps-brain-consumer/store"
+
+    def parquet():
+        return BRAIN.run(f"find {store} -name '*.parquet' -size +0").stdout.split()
+
+    files = wait_for(parquet, "Parquet file in the store")
+    magic = BRAIN.check_output(f"head -c 4 {files[0]}")
+    assert magic == "PAR1"
+
+
+def test_consumer_group_reads_the_vps_streams():
+    def groups():
+        keys = VPS.check_output(f"{REDIS} --scan --pattern 'md:*'").split()
+        for key in keys:
+            out = VPS.run(f"{REDIS} XINFO GROUPS {key}").stdout
+            if "brain" in out:
+                return True
+        return False
+
+    assert wait_for(groups, "consumer group 'brain' on the VPS streams")
