@@ -10,7 +10,7 @@ echo "==> yamllint"
 yamllint -s .
 echo "==> ruff"
 ruff check collector/src collector/tests bench molecule
-ruff format --check collector/src collector/tests bench
+ruff format --check collector/src collector/tests bench molecule
 echo "==> mypy (strict)"
 (cd collector && mypy src)
 echo "lint: all clean"

@@ -127,9 +127,10 @@ def test_health_timer_is_enabled_and_waiting(host):
     timer = host.service("vps-brain-health.timer")
     assert timer.is_enabled
     assert timer.is_running
-    assert "OnCalendar=minutely" in host.file(
-        "/etc/systemd/system/vps-brain-health.timer"
-    ).content_string
+    assert (
+        "OnCalendar=minutely"
+        in host.file("/etc/systemd/system/vps-brain-health.timer").content_string
+    )
 
 
 def test_health_check_writes_one_gauge_per_check(host):
@@ -179,6 +180,7 @@ def test_installed_rules_and_dashboard_are_the_shipped_files(host):
 
 # Controller side: promtool and metric names.
 
+
 def promtool() -> str:
     path = shutil.which("promtool")
     assert path, "promtool missing: scripts/bootstrap.sh installs Debian's prometheus package"
@@ -186,21 +188,35 @@ def promtool() -> str:
 
 
 def test_promtool_accepts_the_alert_rules():
-    out = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
 
 
 def test_alerts_fire_on_the_series_that_should_trigger_them():
-    out = subprocess.run([promtool(), "test", "rules", str(RULES_TEST)], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [promtool(), "test", "rules", str(RULES_TEST)], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 PROMQL_WORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "bool", "offset", "inf", "nan", "le",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "le",
 }
 
 
@@ -237,8 +253,12 @@ def known_metrics(host):
 
 def test_package_metric_names_are_the_ones_the_rules_expect():
     names = package_metrics()
-    for name in ("vps_brain_collector_gaps_total", "vps_brain_consumer_lag_entries",
-                 "vps_brain_tunnel_rtt_seconds", "vps_brain_collector_spool_bytes"):
+    for name in (
+        "vps_brain_collector_gaps_total",
+        "vps_brain_consumer_lag_entries",
+        "vps_brain_tunnel_rtt_seconds",
+        "vps_brain_collector_spool_bytes",
+    ):
         assert name in names
 
 

@@ -5,7 +5,11 @@ from pathlib import Path
 
 import pytest
 
-CREDENTIALS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "credentials" / "vpsb-redis"
+CREDENTIALS = (
+    Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+    / "credentials"
+    / "vpsb-redis"
+)
 USERS = ("collector", "brain", "monitor")
 
 
@@ -40,7 +44,9 @@ def test_redis_listens_on_loopback_and_the_tunnel_address_only(host):
 
 def test_default_user_is_off(host):
     assert "NOAUTH" in host.run("redis-cli PING").stdout
-    assert "WRONGPASS" in host.run("redis-cli --no-auth-warning --user default --pass '' PING").stderr
+    assert (
+        "WRONGPASS" in host.run("redis-cli --no-auth-warning --user default --pass '' PING").stderr
+    )
 
 
 def test_collector_writes_market_streams_only(host):
@@ -69,7 +75,9 @@ def test_brain_reads_and_acknowledges_with_its_group(host):
     entry = cli(host, "collector", "XADD", "md:y", "*", "k", "v").stdout.strip()
     created = cli(host, "brain", "XGROUP", "CREATE", "md:y", "g", "0").stdout
     assert "OK" in created or "BUSYGROUP" in created
-    read = cli(host, "brain", "XREADGROUP", "GROUP", "g", "c", "COUNT", "100", "STREAMS", "md:y", ">").stdout
+    read = cli(
+        host, "brain", "XREADGROUP", "GROUP", "g", "c", "COUNT", "100", "STREAMS", "md:y", ">"
+    ).stdout
     assert entry in read
     assert cli(host, "brain", "XACK", "md:y", "g", entry).stdout.strip() == "1"
 
@@ -94,7 +102,9 @@ def test_every_redis_thread_is_pinned_to_cpu_1(host):
     assert len(tasks) >= 2
     for tid in tasks:
         status = host.file(f"/proc/{pid}/task/{tid}/status").content_string
-        cpus = next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+        cpus = next(
+            line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list")
+        )
         assert cpus == "1", tid
 
 
