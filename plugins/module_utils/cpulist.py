@@ -17,6 +17,7 @@ Pure functions, no Ansible imports, so the modules and their unit tests share on
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 
@@ -106,6 +107,21 @@ def format_cpulist(cpus: Iterable[int]) -> str:
     if start is not None:
         parts.append(_range_text(start, prev))
     return ','.join(parts)
+
+
+def read_online(root: str) -> frozenset[int] | None:
+    """The online CPUs of the tree under ``root`` (``sys/devices/system/cpu/online``).
+
+    None when the file does not exist; ValueError naming the file when it cannot be read or parsed.
+    """
+    path = os.path.join(root, 'sys/devices/system/cpu/online')
+    try:
+        with open(path) as handle:
+            return parse_cpulist(handle.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError('cannot read %s: %s' % (path, exc)) from exc
 
 
 def parse_mask(text: str) -> frozenset[int]:

@@ -171,6 +171,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist import (
     format_cpulist,
     parse_cpulist,
+    read_online,
 )
 
 UNIT_TYPES = frozenset((
@@ -358,17 +359,6 @@ def summary(tasks):
     return counts
 
 
-def read_online(module, root):
-    path = os.path.join(root, 'sys/devices/system/cpu/online')
-    try:
-        with open(path) as handle:
-            return parse_cpulist(handle.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg='cannot read %s: %s' % (path, exc))
-
-
 def run_module():
     module = AnsibleModule(
         argument_spec=dict(
@@ -394,7 +384,10 @@ def run_module():
             module.fail_json(msg='cpus: %s' % exc)
         if not wanted:
             module.fail_json(msg='cpus: %r names no CPU; a thread needs at least one' % module.params['cpus'])
-        online = read_online(module, root)
+        try:
+            online = read_online(root)
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
         if online is not None and not wanted <= online:
             module.fail_json(msg='cpus: CPU %s not online (online: %s)'
                              % (format_cpulist(wanted - online), format_cpulist(online)))

@@ -145,6 +145,7 @@ from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist impor
     format_cpulist,
     parse_cpulist,
     parse_mask,
+    read_online,
 )
 
 
@@ -242,17 +243,6 @@ def read_effective(root, irq):
         return None
 
 
-def read_online(module, root):
-    path = os.path.join(root, 'sys/devices/system/cpu/online')
-    try:
-        with open(path) as handle:
-            return parse_cpulist(handle.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg='cannot read %s: %s' % (path, exc))
-
-
 def run_module():
     module = AnsibleModule(
         argument_spec=dict(
@@ -276,7 +266,10 @@ def run_module():
             module.fail_json(msg='cpus: %s' % exc)
         if not wanted:
             module.fail_json(msg='cpus: %r names no CPU; an IRQ needs at least one' % module.params['cpus'])
-        online = read_online(module, root)
+        try:
+            online = read_online(root)
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
         if online is not None and not wanted <= online:
             module.fail_json(msg='cpus: CPU %s not online (online: %s)'
                              % (format_cpulist(wanted - online), format_cpulist(online)))

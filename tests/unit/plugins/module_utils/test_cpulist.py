@@ -19,6 +19,7 @@ from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist impor
     parse_grub_dropin,
     parse_isolcpus,
     parse_mask,
+    read_online,
 )
 
 
@@ -244,3 +245,14 @@ def test_grub_dropin_with_nothing_relevant_is_empty():
 def test_grub_dropin_rejects_unbalanced_quotes():
     with pytest.raises(ValueError, match='cannot parse GRUB line'):
         parse_grub_dropin('GRUB_CMDLINE_LINUX_DEFAULT="isolcpus=1\n')
+
+
+def test_read_online_parses_the_file_and_tells_a_missing_one_from_a_broken_one(tmp_path):
+    assert read_online(str(tmp_path)) is None
+    online = tmp_path / 'sys/devices/system/cpu/online'
+    online.parent.mkdir(parents=True)
+    online.write_text('0-2,5\n')
+    assert read_online(str(tmp_path)) == frozenset({0, 1, 2, 5})
+    online.write_text('zero\n')
+    with pytest.raises(ValueError, match='cannot read .*sys/devices/system/cpu/online'):
+        read_online(str(tmp_path))
