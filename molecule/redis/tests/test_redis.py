@@ -82,6 +82,10 @@ def test_brain_reads_and_acknowledges_with_its_group(host):
     assert cli(host, "brain", "XACK", "md:y", "g", entry).stdout.strip() == "1"
 
 
+def test_brain_reads_server_info_for_its_dashboard(host):
+    assert "maxmemory:" in cli(host, "brain", "INFO", "memory").stdout
+
+
 def test_memory_and_persistence_settings(host):
     def get(name):
         return cli(host, "monitor", "CONFIG", "GET", name).stdout.splitlines()[1]
