@@ -124,6 +124,25 @@ def read_online(root: str) -> frozenset[int] | None:
         raise ValueError('cannot read %s: %s' % (path, exc)) from exc
 
 
+def parse_online_cpus(text: str, root: str, holder: str) -> frozenset[int]:
+    """The CPU list option ``cpus`` of a module, checked against the online CPUs under ``root``.
+
+    ``holder`` names what needs at least one CPU ("a thread", "an IRQ"). ValueError carries the
+    message the module fails with.
+    """
+    try:
+        wanted = parse_cpulist(text)
+    except ValueError as exc:
+        raise ValueError('cpus: %s' % exc) from exc
+    if not wanted:
+        raise ValueError('cpus: %r names no CPU; %s needs at least one' % (text, holder))
+    online = read_online(root)
+    if online is not None and not wanted <= online:
+        raise ValueError('cpus: CPU %s not online (online: %s)'
+                         % (format_cpulist(wanted - online), format_cpulist(online)))
+    return wanted
+
+
 def parse_mask(text: str) -> frozenset[int]:
     """Return the CPUs of a hex mask as in ``/proc/irq/N/smp_affinity``.
 

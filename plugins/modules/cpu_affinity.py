@@ -171,7 +171,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist import (
     format_cpulist,
     parse_cpulist,
-    read_online,
+    parse_online_cpus,
 )
 
 UNIT_TYPES = frozenset((
@@ -379,18 +379,9 @@ def run_module():
     wanted = None
     if module.params['cpus'] is not None:
         try:
-            wanted = parse_cpulist(module.params['cpus'])
-        except ValueError as exc:
-            module.fail_json(msg='cpus: %s' % exc)
-        if not wanted:
-            module.fail_json(msg='cpus: %r names no CPU; a thread needs at least one' % module.params['cpus'])
-        try:
-            online = read_online(root)
+            wanted = parse_online_cpus(module.params['cpus'], root, 'a thread')
         except ValueError as exc:
             module.fail_json(msg=str(exc))
-        if online is not None and not wanted <= online:
-            module.fail_json(msg='cpus: CPU %s not online (online: %s)'
-                             % (format_cpulist(wanted - online), format_cpulist(online)))
 
     tree = ProcTree(root)
     pids, what = select_pids(module, tree, live)

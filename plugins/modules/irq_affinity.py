@@ -145,7 +145,7 @@ from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist impor
     format_cpulist,
     parse_cpulist,
     parse_mask,
-    read_online,
+    parse_online_cpus,
 )
 
 
@@ -261,18 +261,9 @@ def run_module():
     wanted = None
     if module.params['cpus'] is not None:
         try:
-            wanted = parse_cpulist(module.params['cpus'])
-        except ValueError as exc:
-            module.fail_json(msg='cpus: %s' % exc)
-        if not wanted:
-            module.fail_json(msg='cpus: %r names no CPU; an IRQ needs at least one' % module.params['cpus'])
-        try:
-            online = read_online(root)
+            wanted = parse_online_cpus(module.params['cpus'], root, 'an IRQ')
         except ValueError as exc:
             module.fail_json(msg=str(exc))
-        if online is not None and not wanted <= online:
-            module.fail_json(msg='cpus: CPU %s not online (online: %s)'
-                             % (format_cpulist(wanted - online), format_cpulist(online)))
 
     if module.params['interface'] is not None:
         irqs = interface_irqs(module, root)
