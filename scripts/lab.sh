@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local lab: a VPS and a Brain container (systemd, Debian 12) joined by WireGuard, the
-# exchange simulator on the VPS, provisioned with playbooks/site.yml; then shows data arriving.
+# exchange simulator on the VPS, provisioned with playbooks/site.yml and switched over with
+# playbooks/cutover.yml; then shows data arriving.
 # Usage: scripts/lab.sh up | down | status
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -35,7 +36,8 @@ up() {
     done
     echo "lab: $h is up (systemd $state)"
   done
-  ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml playbooks/lab_market.yml
+  ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml playbooks/lab_market.yml \
+    playbooks/cutover.yml
   status
   echo "lab: up. Enter a host with: podman exec -it ${HOSTS[0]} bash;  remove with: scripts/lab.sh down"
 }

@@ -1,0 +1,229 @@
+"""The lab pipeline end to end: simulator -> collector -> Redis -> WireGuard -> consumer -> store.
+
+Redis is probed with the services' own venv (redis-py) and their own password files, so the checks
+use the same users the pipeline does. The last test stops the collector to drain the pipeline and
+compare what the VPS wrote with what the Brain stored; it starts the collector again afterwards.
+"""
+
+import ipaddress
+import json
+import shlex
+import textwrap
+import time
+
+import pytest
+import testinfra
+
+VPS = testinfra.get_host("podman://vpsb-pipe-vps")
+BRAIN = testinfra.get_host("podman://vpsb-pipe-brain")
+VPS_TUNNEL = "10.8.0.1"
+BRAIN_TUNNEL = "10.8.0.2"
+PY = "/opt/vps-brain/venv/bin/python"
+STORE = "/var/lib/vps-brain-consumer/store"
+DEADLINE_S = 120
+
+# redis-py clients as the Brain's user (through the tunnel) and as the collector's user (loopback).
+BRAIN_CLIENT = f"""
+import json, redis
+pw = open('/etc/vps-brain/consumer.redis-password').read().strip()
+r = redis.Redis(host='{VPS_TUNNEL}', username='brain', password=pw, socket_timeout=5)
+"""
+VPS_CLIENT = """
+import json, redis
+pw = open('/etc/vps-brain/collector.redis-password').read().strip()
+r = redis.Redis(host='127.0.0.1', username='collector', password=pw, socket_timeout=5)
+"""
+
+
+def py(host, code):
+    """Run Python in the host's vps-brain venv; the script prints one JSON value."""
+    script = textwrap.dedent(code)
+    return json.loads(host.check_output(f"{PY} -c {shlex.quote(script)}"))
+
+
+def wait_for(probe, what):
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"no {what} within {DEADLINE_S} s"
+        time.sleep(2)
+
+
+def tcp_connects(host, address, port):
+    return host.run(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/{port}'").rc == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "address", "peer"),
+    [(VPS, VPS_TUNNEL, BRAIN_TUNNEL), (BRAIN, BRAIN_TUNNEL, VPS_TUNNEL)],
+    ids=["vps", "brain"],
+)
+def test_tunnel_is_up_with_a_recent_handshake(host, address, peer):
+    assert f"inet {address}/24" in host.check_output("ip -4 addr show dev wg0")
+    handshakes = host.check_output("wg show wg0 latest-handshakes").split()
+    assert len(handshakes) == 2, handshakes
+    assert time.time() - int(handshakes[1]) < 600, handshakes
+    assert peer in host.check_output("wg show wg0 allowed-ips")
+
+
+def test_brain_reaches_redis_through_the_tunnel():
+    assert tcp_connects(BRAIN, VPS_TUNNEL, 6379)
+    assert py(BRAIN, BRAIN_CLIENT + "print(json.dumps(r.ping()))") is True
+
+
+def test_redis_is_not_reachable_outside_the_tunnel():
+    # The VPS's address on the podman network carries the tunnel (the Brain's WireGuard endpoint),
+    # so the Brain can reach it; Redis must not answer there.
+    out = VPS.check_output("ip -4 -o addr show dev eth0")
+    lan = str(ipaddress.ip_interface(out.split()[3]).ip)
+    endpoint = BRAIN.check_output("wg show wg0 endpoints").split()[1]
+    assert endpoint.rsplit(":", 1)[0] == lan, (endpoint, lan)
+    assert not tcp_connects(BRAIN, lan, 6379), f"Redis answers on the VPS's LAN address {lan}"
+    listening = VPS.check_output("ss -Hltn 'sport = :6379'").splitlines()
+    local = {line.split()[3].rsplit(":", 1)[0] for line in listening if line.strip()}
+    assert VPS_TUNNEL in local, local
+    assert local <= {"127.0.0.1", "[::1]", VPS_TUNNEL}, local
+
+
+def test_brain_user_reads_but_cannot_write_or_delete_market_data():
+    result = py(
+        BRAIN,
+        BRAIN_CLIENT
+        + """
+key = sorted(k.decode() for k in r.scan_iter(match='md:*'))[0]
+denied = {}
+for name, call in [
+    ('xadd', lambda: r.xadd(key, {'x': '1'})),
+    ('xtrim', lambda: r.xtrim(key, maxlen=0)),
+    ('xdel', lambda: r.xdel(key, '0-1')),
+    ('del', lambda: r.delete(key)),
+    ('flushall', lambda: r.flushall()),
+    ('set', lambda: r.set('md:x', '1')),
+]:
+    try:
+        call()
+        denied[name] = None
+    except redis.exceptions.NoPermissionError as e:
+        denied[name] = str(e)
+print(json.dumps({'key': key, 'xlen': r.xlen(key), 'denied': denied}))
+""",
+    )
+    assert result["xlen"] > 0, result
+    for command, error in result["denied"].items():
+        assert error and "permission" in error.lower(), (command, result)
+
+
+@pytest.mark.parametrize(
+    ("host", "unit"),
+    [
+        (VPS, "vps-brain-simulator.service"),
+        (VPS, "vps-brain-collector.service"),
+        (VPS, "redis-server.service"),
+        (BRAIN, "vps-brain-consumer.service"),
+    ],
+    ids=["simulator", "collector", "redis", "consumer"],
+)
+def test_pipeline_units_run_after_cutover(host, unit):
+    svc = host.service(unit)
+    assert svc.is_running
+    assert svc.is_enabled
+
+
+def test_status_on_the_brain_sees_the_collector_through_the_tunnel():
+    out = BRAIN.check_output(
+        "/opt/vps-brain/venv/bin/vps-brain status --once --config /etc/vps-brain/consumer.yml"
+        f" --collector-metrics http://{VPS_TUNNEL}:9108/metrics"
+    )
+    assert "btcusdt" in out and "ethusdt" in out, out
+    assert "unreachable" not in out, out
+
+
+# Per stream on the VPS: entries added since the stream began, the last entry id, and the Brain
+# group's last delivered id and pending count.
+VPS_STREAMS = (
+    VPS_CLIENT
+    + """
+out = {}
+for key in sorted(k.decode() for k in r.scan_iter(match='md:*')):
+    info = r.xinfo_stream(key)
+    groups = {g['name'].decode(): g for g in r.xinfo_groups(key)}
+    brain = groups.get('brain', {})
+    out[key] = {
+        'added': info['entries-added'],
+        'last': info['last-generated-id'].decode(),
+        'delivered': brain.get('last-delivered-id', b'').decode(),
+        'pending': brain.get('pending', -1),
+    }
+print(json.dumps(out))
+"""
+)
+
+# Per stream in the Brain's store: distinct stream entries, record kinds per channel, and the
+# continuity of trade ids and depth update ids (the simulator numbers both without holes).
+STORE_SUMMARY = f"""
+import json, pathlib, collections
+import pyarrow.parquet as pq
+entries = collections.defaultdict(set)
+channels = collections.Counter()
+trades = collections.defaultdict(list)
+depth = collections.defaultdict(list)
+for f in pathlib.Path('{STORE}/data').rglob('*.parquet'):
+    if f.name.startswith('.'):
+        continue
+    part = dict(p.split('=', 1) for p in f.parent.parts if '=' in p)
+    stream = 'md:%s:%s' % (part['exchange'], part['symbol'])
+    t = pq.read_table(f, columns=['entry_ms', 'entry_seq', 'rec', 'trade_id',
+                                  'first_update_id', 'update_id']).to_pylist()
+    channels[part['channel']] += len(t)
+    for row in t:
+        entries[stream].add((row['entry_ms'], row['entry_seq']))
+        pos = (row['entry_ms'], row['entry_seq'], row['rec'])
+        if part['channel'] == 'trade':
+            trades[stream].append((pos, row['trade_id']))
+        elif part['channel'] == 'depth':
+            depth[stream].append((pos, row['first_update_id'], row['update_id']))
+def trade_holes(rows):
+    ids = [i for _, i in sorted(set(rows))]
+    return [(a, b) for a, b in zip(ids, ids[1:]) if b != a + 1]
+def depth_holes(rows):
+    rows = sorted(set(rows))
+    return [(a[2], b[1]) for a, b in zip(rows, rows[1:]) if b[1] != a[2] + 1]
+print(json.dumps({{
+    'entries': {{k: len(v) for k, v in entries.items()}},
+    'channels': channels,
+    'trades': {{k: len(v) for k, v in trades.items()}},
+    'trade_holes': {{k: trade_holes(v)[:5] for k, v in trades.items()}},
+    'depth': {{k: len(v) for k, v in depth.items()}},
+    'depth_holes': {{k: depth_holes(v)[:5] for k, v in depth.items()}},
+}}))
+"""
+
+
+def test_every_message_reaches_the_brain_store_exactly_once():
+    """Stop the collector, let the Brain drain, then compare entry counts and sequence numbers."""
+    VPS.check_output("systemctl stop vps-brain-collector.service")
+    try:
+
+        def drained():
+            streams = py(VPS, VPS_STREAMS)
+            done = streams and all(
+                s["pending"] == 0 and s["delivered"] == s["last"] for s in streams.values()
+            )
+            return streams if done else None
+
+        streams = wait_for(drained, "drained consumer group on every md:* stream")
+        store = py(BRAIN, STORE_SUMMARY)
+    finally:
+        VPS.check_output("systemctl start vps-brain-collector.service")
+
+    added = {key: s["added"] for key, s in streams.items()}
+    assert set(added) >= {"md:binance:btcusdt", "md:binance:ethusdt"}, added
+    assert store["entries"] == added, (store["entries"], added)
+    for key in ("md:binance:btcusdt", "md:binance:ethusdt"):
+        assert store["trades"][key] > 100, store
+        assert store["depth"][key] > 10, store
+    assert not any(store["trade_holes"].values()), store["trade_holes"]
+    assert not any(store["depth_holes"].values()), store["depth_holes"]
+    assert not set(store["channels"]) & {"gap", "_invalid", "quarantine"}, store["channels"]
