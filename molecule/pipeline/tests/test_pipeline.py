@@ -7,7 +7,9 @@ compare what the VPS wrote with what the Brain stored; it starts the collector a
 
 import ipaddress
 import json
+import os
 import shlex
+import subprocess
 import textwrap
 import time
 
@@ -227,3 +229,87 @@ def test_every_message_reaches_the_brain_store_exactly_once():
     assert not any(store["trade_holes"].values()), store["trade_holes"]
     assert not any(store["depth_holes"].values()), store["depth_holes"]
     assert not set(store["channels"]) & {"gap", "_invalid", "quarantine"}, store["channels"]
+
+
+# --------------------------------------------------------------------- rollback and failed cutover
+# Runs the playbooks against the scenario's inventory, after the data checks above: it stops the
+# exchange, so the stored sequences get a hole from here on.
+DIRECT_FEED = (
+    "lab-direct-feed.service"  # stands in for a collector the Brain ran before the cutover
+)
+
+
+def playbook(name, *extra):
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    inventory = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
+    args = ["ansible-playbook", "-i", inventory, f"{project}/playbooks/{name}"]
+    args += ["-e", f"cutover_direct_collector_unit={DIRECT_FEED}", *extra]
+    return subprocess.run(args, cwd=project, capture_output=True, text=True, check=False)
+
+
+def states():
+    return {
+        "collector": VPS.run("systemctl is-active vps-brain-collector.service").stdout.strip(),
+        "consumer": BRAIN.run("systemctl is-active vps-brain-consumer.service").stdout.strip(),
+        "direct": BRAIN.run(f"systemctl is-active {DIRECT_FEED}").stdout.strip(),
+    }
+
+
+def stored_rows():
+    return py(
+        BRAIN,
+        f"""
+import json, pathlib, pyarrow.parquet as pq
+files = [f for f in pathlib.Path('{STORE}/data').rglob('*.parquet') if not f.name.startswith('.')]
+print(json.dumps(sum(pq.ParquetFile(f).metadata.num_rows for f in files)))
+""",
+    )
+
+
+def vps_streams():
+    return py(
+        VPS,
+        VPS_CLIENT
+        + """
+out = {}
+for key in sorted(k.decode() for k in r.scan_iter(match='md:*')):
+    out[key] = [r.xlen(key), r.xinfo_stream(key)['entries-added']]
+print(json.dumps(out))
+""",
+    )
+
+
+def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
+    BRAIN.check_output(
+        "printf '[Service]\\nExecStart=/bin/sleep infinity\\n'"
+        f" > /etc/systemd/system/{DIRECT_FEED} && systemctl daemon-reload"
+    )
+    keys = set(vps_streams())
+
+    rollback = playbook("rollback.yml")
+    assert rollback.returncode == 0, rollback.stdout[-3000:]
+    assert states() == {"collector": "inactive", "consumer": "inactive", "direct": "active"}
+    streams, rows = vps_streams(), stored_rows()
+    assert set(streams) == keys and rows > 0, (keys, streams, rows)
+
+    # The exchange is down: no entries flow, so the cutover must stop the collector it started
+    # and leave the Brain on its old feed, with the VPS streams and the store untouched.
+    VPS.check_output("systemctl stop vps-brain-simulator.service")
+    try:
+        failed = playbook("cutover.yml", "-e", "cutover_flow_seconds=8")
+        assert failed.returncode != 0, failed.stdout[-3000:]
+        assert (
+            "Cutover aborted on the VPS at 'Wait until new entries arrive'"
+            in failed.stdout + failed.stderr
+        )
+        assert states() == {"collector": "inactive", "consumer": "inactive", "direct": "active"}
+        assert vps_streams() == streams
+        assert stored_rows() == rows
+    finally:
+        VPS.check_output("systemctl start vps-brain-simulator.service")
+
+    # The exchange is back: the cutover goes through (it checks that the store grows) and stops
+    # the old feed.
+    done = playbook("cutover.yml", "-e", "cutover_watch_seconds=5")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert states() == {"collector": "active", "consumer": "active", "direct": "inactive"}
