@@ -234,9 +234,8 @@ def test_every_message_reaches_the_brain_store_exactly_once():
 # --------------------------------------------------------------------- rollback and failed cutover
 # Runs the playbooks against the scenario's inventory, after the data checks above: it stops the
 # exchange, so the stored sequences get a hole from here on.
-DIRECT_FEED = (
-    "lab-direct-feed.service"  # stands in for a collector the Brain ran before the cutover
-)
+# The stand-in for a collector the Brain ran before the cutover.
+DIRECT_FEED = "lab-direct-feed.service"
 
 
 def playbook(name, *extra):
@@ -256,27 +255,11 @@ def states():
 
 
 def stored_rows():
-    return py(
-        BRAIN,
-        f"""
-import json, pathlib, pyarrow.parquet as pq
-files = [f for f in pathlib.Path('{STORE}/data').rglob('*.parquet') if not f.name.startswith('.')]
-print(json.dumps(sum(pq.ParquetFile(f).metadata.num_rows for f in files)))
-""",
-    )
+    return sum(py(BRAIN, STORE_SUMMARY)["channels"].values())
 
 
-def vps_streams():
-    return py(
-        VPS,
-        VPS_CLIENT
-        + """
-out = {}
-for key in sorted(k.decode() for k in r.scan_iter(match='md:*')):
-    out[key] = [r.xlen(key), r.xinfo_stream(key)['entries-added']]
-print(json.dumps(out))
-""",
-    )
+def entries_added():
+    return {key: s["added"] for key, s in py(VPS, VPS_STREAMS).items()}
 
 
 def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
@@ -284,13 +267,13 @@ def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
         "printf '[Service]\\nExecStart=/bin/sleep infinity\\n'"
         f" > /etc/systemd/system/{DIRECT_FEED} && systemctl daemon-reload"
     )
-    keys = set(vps_streams())
+    keys = set(entries_added())
 
     rollback = playbook("rollback.yml")
     assert rollback.returncode == 0, rollback.stdout[-3000:]
     assert states() == {"collector": "inactive", "consumer": "inactive", "direct": "active"}
-    streams, rows = vps_streams(), stored_rows()
-    assert set(streams) == keys and rows > 0, (keys, streams, rows)
+    added, rows = entries_added(), stored_rows()
+    assert set(added) == keys and rows > 0, (keys, added, rows)
 
     # The exchange is down: no entries flow, so the cutover must stop the collector it started
     # and leave the Brain on its old feed, with the VPS streams and the store untouched.
@@ -305,7 +288,7 @@ def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
         assert states() == {"collector": "inactive", "consumer": "inactive", "direct": "active"}
         # Same streams, nothing added, none deleted and recreated (entries-added would restart).
         # XLEN may shrink: the collector trims entries the Brain has acknowledged.
-        assert {k: v[1] for k, v in vps_streams().items()} == {k: v[1] for k, v in streams.items()}
+        assert entries_added() == added
         assert stored_rows() == rows
     finally:
         VPS.check_output("systemctl start vps-brain-simulator.service")
