@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3-venv python3-dev gcc git make rsync shellcheck
-  podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+  podman runc debootstrap uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables
   redis-server redis-tools
   wireguard-tools wireguard-go iproute2
   prometheus

@@ -20,7 +20,9 @@ down() {
 }
 
 up() {
+  "$here/preflight.sh" --no-probe
   "$here/build-image.sh"
+  "$here/preflight.sh"
   podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
   for h in "${HOSTS[@]}"; do
     if ! podman container exists "$h"; then

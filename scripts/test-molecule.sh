@@ -5,7 +5,9 @@ set -euo pipefail
 # shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$VPS_BRAIN_ROOT"
+"$VPS_BRAIN_ROOT/scripts/preflight.sh" --no-probe
 "$VPS_BRAIN_ROOT/scripts/build-image.sh"
+"$VPS_BRAIN_ROOT/scripts/preflight.sh"
 
 if (($#)); then
   scenarios=("$@")
