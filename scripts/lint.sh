@@ -9,8 +9,8 @@ ansible-lint -q
 echo "==> yamllint"
 yamllint -s .
 echo "==> ruff"
-ruff check collector/src collector/tests bench molecule
-ruff format --check collector/src collector/tests bench molecule
+ruff check collector/src collector/tests bench molecule scripts/ansible_plugins
+ruff format --check collector/src collector/tests bench molecule scripts/ansible_plugins
 echo "==> mypy (strict)"
 (cd collector && mypy src)
 echo "lint: all clean"

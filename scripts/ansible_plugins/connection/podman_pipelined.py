@@ -63,12 +63,13 @@ options:
       - name: ansible_pipelining
 """
 
-import shlex
-from typing import Any
+# Ansible plugins put DOCUMENTATION first.
+import shlex  # noqa: E402
+from typing import Any  # noqa: E402
 
-from ansible.module_utils.common.text.converters import to_native
-from ansible.plugins.connection import ConnectionBase
-from ansible_collections.containers.podman.plugins.connection.podman import (
+from ansible.module_utils.common.text.converters import to_native  # noqa: E402
+from ansible.plugins.connection import ConnectionBase  # noqa: E402
+from ansible_collections.containers.podman.plugins.connection.podman import (  # noqa: E402
     Connection as PodmanConnection,
 )
 
@@ -94,7 +95,8 @@ class Connection(PodmanConnection):  # type: ignore[misc]
         args = ["exec", "-i"] if in_data is not None else ["exec"]
         if self.user:
             args += ["--user", self.user]
-        return self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+        argv = shlex.split(to_native(cmd, errors="surrogate_or_strict"))
+        return self._podman(args, argv, in_data)
 
     def put_file(self, in_path: str, out_path: str) -> None:
         self._mount()
