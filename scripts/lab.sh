@@ -24,6 +24,11 @@ up() {
   "$here/build-image.sh"
   "$here/preflight.sh"
   podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
+  # A network left by an older set-up may lack the DNS the Brain needs to find the VPS by name.
+  if [ "$(podman network inspect "$NETWORK" --format '{{.DNSEnabled}}')" != true ]; then
+    echo "lab: the podman network $NETWORK resolves no container names; run $0 down, then up" >&2
+    exit 1
+  fi
   for h in "${HOSTS[@]}"; do
     if ! podman container exists "$h"; then
       podman run -d --name "$h" --hostname "$h" --network "$NETWORK" \
