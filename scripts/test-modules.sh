@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 PYTHON_VERSION=3.11
-sanity_targets=(plugins/ tests/ scripts/test-modules.sh)
+sanity_targets=(plugins/ tests/ scripts/test-modules.sh scripts/test-collection.sh)
 run_units=1
 run_sanity=1
 for arg in "$@"; do

@@ -55,6 +55,7 @@ if ((setup_ok)); then
     echo "python-tests $here/test-python.sh"
     echo "lint $here/lint.sh"
     echo "module-tests+sanity $here/test-modules.sh"
+    echo "collection-install $here/test-collection.sh"
   } >"$queue"
   # Scenarios first in the queue, but the pipeline scenario is so long that the host checks go to
   # the other worker: put them right after the first scenario.
