@@ -10,7 +10,7 @@ CREDENTIALS = (
     / "credentials"
     / "vpsb-redis"
 )
-USERS = ("collector", "brain", "monitor")
+USERS = ("collector", "brain", "monitor", "bench")
 
 
 def password(user):
@@ -84,6 +84,34 @@ def test_brain_reads_and_acknowledges_with_its_group(host):
 
 def test_brain_reads_server_info_for_its_dashboard(host):
     assert "maxmemory:" in cli(host, "brain", "INFO", "memory").stdout
+
+
+def test_bench_sets_gets_and_unlinks_its_own_keys(host):
+    assert cli(host, "bench", "SET", "vpsb:bench:x", "v").stdout.strip() == "OK"
+    assert cli(host, "bench", "GET", "vpsb:bench:x").stdout.strip() == "v"
+    assert cli(host, "bench", "UNLINK", "vpsb:bench:x").stdout.strip() == "1"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("GET", "md:x"),
+        ("XRANGE", "md:x", "-", "+"),
+        ("XREAD", "STREAMS", "md:x", "0"),
+        ("XADD", "md:x", "*", "k", "v"),
+        ("SET", "md:x", "v"),
+        ("DEL", "md:x"),
+        ("UNLINK", "md:x"),
+        ("SCAN", "0"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "maxmemory"),
+        ("SET", "other:x", "v"),
+    ],
+)
+def test_bench_cannot_touch_market_data_or_anything_else(host, command):
+    cli(host, "collector", "XADD", "md:x", "*", "k", "v")
+    assert "NOPERM" in cli(host, "bench", *command).stdout
+    assert cli(host, "monitor", "XLEN", "md:x").stdout.strip() not in ("", "0")
 
 
 def test_memory_and_persistence_settings(host):
