@@ -4,9 +4,9 @@
 # if any step fails.
 #
 # Set-up (apt, venv, the image, the preflight) runs first, one step after the other. The checks
-# and the scenarios then run as jobs on VPSB_JOBS workers (default: the number of CPUs), longest
-# first, so the two cores are both kept busy; each job's output is printed whole when it ends
-# (logs in .cache/test-logs/). The table at the end times every step, set-up included: the set-up
+# and the scenarios then run as jobs on VPSB_JOBS workers (default: one more than the CPUs, since
+# a scenario spends part of its time waiting on its containers), longest first; each job's output
+# is printed whole when it ends (logs in .cache/test-logs/). The table at the end times every step, set-up included: the set-up
 # rows plus the busiest worker add up to the wall time.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -57,8 +57,8 @@ if ((setup_ok)); then
     echo "module-tests+sanity $here/test-modules.sh"
     echo "collection-install $here/test-collection.sh"
   } >"$queue"
-  # Scenarios first in the queue, but the pipeline scenario is so long that the host checks go to
-  # the other worker: put them right after the first scenario.
+  # The pipeline scenario is the longest by far: it starts first, the host checks next on the other
+  # workers, then the other scenarios, longest first.
   { head -n1 "$queue"; grep -v '^molecule-' "$queue"; tail -n +2 "$queue" | grep '^molecule-'; } \
     >"$queue.ordered"
   mv "$queue.ordered" "$queue"
@@ -81,7 +81,7 @@ if ((setup_ok)); then
     return $failed
   }
   export VPSB_SETUP_DONE=1
-  jobs=${VPSB_JOBS:-$(nproc)}
+  jobs=${VPSB_JOBS:-$(($(nproc) + 1))}
   pids=()
   for i in $(seq 1 "$jobs"); do worker "$i" & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p" || true; done
