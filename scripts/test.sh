@@ -72,16 +72,11 @@ if ((setup_ok)); then
     } 9>"$logs/.queue.lock"
     printf '%s' "$line"
   }
-  # The first job (the pipeline scenario) is the critical path: the other workers run at a lower
-  # CPU priority, so they fill the time it leaves idle instead of slowing it down.
-  first=$(head -n1 "$queue" | cut -d' ' -f1)
   worker() {
-    local id=$1 job failed=0 prio
+    local id=$1 job failed=0
     while job=$(pop) && [ -n "$job" ]; do
-      prio=10
-      [ "${job%% *}" = "$first" ] && prio=0
       # shellcheck disable=SC2086 # "name command args": split on purpose
-      step ${job%% *} "w$id" nice -n "$prio" ${job#* } || failed=1
+      step ${job%% *} "w$id" ${job#* } || failed=1
     done
     return $failed
   }
