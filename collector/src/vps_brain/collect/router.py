@@ -2,8 +2,11 @@
 
 Every frame a connection receives goes through :meth:`Router.on_frame`, synchronously:
 
-1. validation: oversized, malformed JSON, unknown stream or missing ids -> QUARANTINE record in
-   ``md:<exchange>:_quarantine`` (counted, logged once per reason);
+1. validation: oversized, malformed JSON, unknown stream, missing ids or ids that are not JSON
+   integers in ``0 <= id < 2**63`` with depth ``U <= u`` -> QUARANTINE record in
+   ``md:<exchange>:_quarantine`` (counted, logged once per reason). Whatever a frame's shape,
+   ``on_frame`` returns normally: the sequence state only ever holds int64 ids, so nothing past
+   validation (gap records, logs) can fail on a frame's content;
 2. ownership: each stream is owned by one connection. During a renewal the new connection is the
    stream's *successor*: its messages are held until they overlap what the owner delivered
    (depth by ``U``/``u``, trades by ``t``, bookTickers by ``u``), then ownership switches and only
@@ -32,6 +35,8 @@ from vps_brain.frame import Kind, quarantine_key, stream_key
 log = logging.getLogger("vps_brain.collect")
 
 MAX_SUCCESSOR_PENDING = 200_000
+#: Exchange ids are JSON integers in ``0 <= id < ID_LIMIT`` (Binance's are int64).
+ID_LIMIT = 1 << 63
 
 #: ``emit(key, recv_ns, kind, payload)``: hand one record to the batcher.
 Emit = Callable[[str, int, int, bytes], None]
@@ -155,15 +160,19 @@ class Router:
         code = st.code
         try:
             if code == 2:
-                lo, hi = int(data["U"]), int(data["u"])
+                lo, hi = data["U"], data["u"]
             elif code == 1:
-                lo = hi = int(data["t"])
+                lo = hi = data["t"]
             elif code == 3:
-                lo = hi = int(data["u"])
+                lo = hi = data["u"]
             else:
                 lo = hi = -1
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError):
             self.quarantine(recv_ns, raw, "malformed", f"{name}: missing ids")
+            return
+        if code and not (type(lo) is int and type(hi) is int and 0 <= lo <= hi < ID_LIMIT):
+            # a float (1e308), a string, a bool, a number past int64 or U > u: never an id
+            self.quarantine(recv_ns, raw, "malformed", f"{name}: ids out of format")
             return
         st.n_in += 1
         st.bytes_in += size
