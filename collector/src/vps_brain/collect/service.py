@@ -57,7 +57,7 @@ class Collector:
         c = self.cfg
         stats = self.stats
         r = redis_client(self.settings.redis)
-        spool = Spool(c.spool_dir, c.spool_max_bytes, c.spool_segment_bytes)
+        spool = Spool(c.spool_dir, c.spool_max_bytes, c.spool_segment_bytes, stats=stats)
         if len(spool):
             log.info("spool holds %d batches from a previous run: draining first", len(spool))
         writer = self.writer = RedisWriter(

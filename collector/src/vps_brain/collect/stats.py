@@ -44,6 +44,9 @@ class CollectorStats:
     spool_batches: int = 0
     queued_records: int = 0
     spilling: int = 0
+    #: corrupt spool regions moved to the quarantine file, and their bytes
+    spool_quarantined: int = 0
+    spool_quarantined_bytes: int = 0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     batch_latency: Histogram = field(init=False)
 
@@ -105,6 +108,16 @@ class _Export(Collector):
             ("spooled_batches", "Batches written to the disk spool", s.spooled_batches),
             ("drained_batches", "Batches drained from the spool to Redis", s.drained_batches),
             ("trimmed_entries", "Entries trimmed after acknowledgement", s.trimmed_entries),
+            (
+                "spool_quarantined",
+                "Corrupt spool regions moved to the quarantine file (each one a gap)",
+                s.spool_quarantined,
+            ),
+            (
+                "spool_quarantined_bytes",
+                "Bytes of corrupt spool regions moved to the quarantine file",
+                s.spool_quarantined_bytes,
+            ),
         ):
             yield CounterMetricFamily(p + name, doc, value=value)
         for name, doc, value in (
