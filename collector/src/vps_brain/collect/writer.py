@@ -3,11 +3,21 @@
 * :class:`Batcher` groups records per stream key and closes a batch on count, bytes or age
   (``batch_max_delay_ms``); each batch becomes one entry (or one entry per record in plain
   framing) with an explicit, increasing entry id ``<ms>-<seq>`` assigned here.
-* :class:`RedisWriter` owns the order: one task sends closed batches in a MULTI/EXEC pipeline
-  (all-or-nothing, so an OOM refusal never splits a round). While Redis is above its memory
-  high-watermark, refuses (OOM) or is unreachable, batches go to the :class:`Spool` in order, and
-  whenever the spool is not empty new batches go behind it; the spool drains back first when Redis
-  has room again. Explicit ids make every re-send idempotent: Redis refuses an id it already has.
+* :class:`RedisWriter` owns the order: one task sends closed batches in a MULTI/EXEC pipeline.
+  Redis refuses a whole transaction on OOM (EXECABORT), so an OOM refusal never splits a round.
+  While Redis is above its memory high-watermark, refuses (OOM) or is unreachable, batches go to
+  the :class:`Spool` in order, and whenever the spool is not empty new batches go behind it; the
+  spool drains back first when Redis has room again.
+* Ids and order. A runtime error inside EXEC does *not* abort the other commands: an XADD
+  refused for its id would let the entries after it land first. So no XADD may fail on its id:
+  the writer is the only writer of its streams and knows each stream's last id (read from Redis
+  at start and again whenever an outcome was unknown, then kept from its own writes). Before a
+  round, an entry at or below that id is either already in the stream (same id *and* fields: an
+  earlier attempt whose reply was lost; skipped, so a re-send is idempotent) or stale (ids given
+  while the writer did not know the stream, e.g. Redis down at start with the clock behind it):
+  that entry and every later entry of the same stream in the round get new ids, in receive
+  order, past the stream's last id. Records therefore reach each stream in receive order, once.
+  A drained round keeps its new ids in memory until its spool items are committed.
 * The in-memory queue is bounded: :meth:`RedisWriter.wait_room` is the backpressure receivers
   await. Nothing is ever dropped.
 """
@@ -17,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -27,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ExecAbortError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from vps_brain.backoff import Backoff
 from vps_brain.collect.spool import Batch, Entry, Spool, SpoolFull
 from vps_brain.collect.stats import CollectorStats
 from vps_brain.frame import HEADER, BatchEncoder, Kind, Record, encode_plain
@@ -37,16 +47,22 @@ DRAIN_CHUNK_BYTES = 4 * 1024 * 1024
 ROUND_MAX_BATCHES = 256
 
 
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    """``b"<ms>-<seq>"`` as a tuple that orders like Redis orders stream ids."""
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class IdGen:
     """Strictly increasing stream entry ids per key, from the wall clock."""
 
     def __init__(self) -> None:
         self.last: dict[str, tuple[int, int]] = {}
 
-    def seed(self, key: str, entry_id: bytes | str) -> None:
-        raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        ms, _, seq = raw.partition("-")
-        cur = (int(ms), int(seq or 0))
+    def seed(self, key: str, entry_id: bytes | str | tuple[int, int]) -> None:
+        """Never give ``key`` an id at or below ``entry_id`` again."""
+        cur = entry_id if isinstance(entry_id, tuple) else parse_id(entry_id)
         if cur > self.last.get(key, (0, 0)):
             self.last[key] = cur
 
@@ -139,6 +155,10 @@ def _is_dup_id(exc: BaseException) -> bool:
     return "equal or smaller than the target stream top item" in str(exc)
 
 
+def _is_no_key(exc: BaseException) -> bool:
+    return "no such key" in str(exc)
+
+
 class RedisWriter:
     """The single ordered path from closed batches to Redis (or the spool)."""
 
@@ -163,7 +183,14 @@ class RedisWriter:
         self.low = low_watermark
         self.check_interval = memory_check_interval_s
         self.backoff_max_s = backoff_max_s
+        self.backoff = Backoff(0.025, backoff_max_s)
         self.ids = IdGen()
+        #: Each stream's last id as far as this writer knows (it is the streams' only writer).
+        self.top: dict[str, tuple[int, int]] = {}
+        #: Streams whose last id must be read again before the next round (an unknown outcome).
+        self._unsure: set[str] = set()
+        #: A drained round not yet committed: re-sent as is (with any new ids) until it is.
+        self._draining: tuple[list[Batch], tuple[int, int]] | None = None
         self.spilling = False  # memory above the high watermark (or OOM seen)
         self.healthy = True
         self._wake = asyncio.Event()
@@ -173,7 +200,6 @@ class RedisWriter:
         self.on_full: Callable[[bool], None] = lambda _full: None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._attempt = 0
         self._retry_at = 0.0
         self.keys: set[str] = set()
 
@@ -203,12 +229,23 @@ class RedisWriter:
         for key in keys:
             try:
                 info = await self.r.xinfo_stream(key)
-            except ResponseError:
-                continue  # no such stream yet
+            except ResponseError as exc:
+                if _is_no_key(exc):
+                    self.top[key] = (0, 0)  # no such stream yet
+                continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("cannot read last ids from Redis (%s): using the clock", exc)
+                log.warning(
+                    "cannot read last ids from Redis (%s): using the clock, "
+                    "checked against each stream before its first write",
+                    exc,
+                )
                 return
-            self.ids.seed(key, info["last-generated-id"])
+            self._learn_top(key, info["last-generated-id"])
+
+    def _learn_top(self, key: str, entry_id: bytes | str) -> None:
+        top = self.top[key] = parse_id(entry_id)
+        self.ids.seed(key, top)
+        self._unsure.discard(key)
 
     # ----------------------------------------------------------------------------- tasks
     async def run(self) -> None:
@@ -246,8 +283,11 @@ class RedisWriter:
                 # Never drop: put the round back in front (ids make a repeat harmless).
                 log.exception("writer round failed; retrying")
                 self.queue.extendleft(reversed(batches))
+                self._unsure.update(b.key for b in batches)
+                if self._draining is not None:
+                    self._unsure.update(b.key for b in self._draining[0])
                 self._fail("writer round failed")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
                 continue
             self._release(batches)
 
@@ -262,6 +302,7 @@ class RedisWriter:
         return not self.spilling and (self.healthy or time.monotonic() >= self._retry_at)
 
     async def _to_spool(self, batches: list[Batch]) -> None:
+        backoff = Backoff(0.05, 0.5)
         while True:
             try:
                 await asyncio.to_thread(self.spool.append, batches)
@@ -274,7 +315,7 @@ class RedisWriter:
                 if self._may_drain():
                     await self._drain_once()
                 else:
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(backoff.next())
         self.stats.spooled_batches += len(batches)
         self._update_spool_stats()
 
@@ -283,11 +324,15 @@ class RedisWriter:
         self.stats.spool_bytes = self.spool.size if len(self.spool) else 0
 
     async def _drain_once(self) -> None:
-        batches, cursor = await asyncio.to_thread(self.spool.read, DRAIN_CHUNK_BYTES)
-        if not batches:
-            await asyncio.to_thread(self.spool.commit, cursor, 0)
-            return
+        if self._draining is None:
+            batches, cursor = await asyncio.to_thread(self.spool.read, DRAIN_CHUNK_BYTES)
+            if not batches:
+                await asyncio.to_thread(self.spool.commit, cursor, 0)
+                return
+            self._draining = (batches, cursor)
+        batches, cursor = self._draining
         if await self._send(batches, drained=True):
+            self._draining = None
             await asyncio.to_thread(self.spool.commit, cursor, len(batches))
             self.stats.drained_batches += len(batches)
             if not len(self.spool):
@@ -295,42 +340,44 @@ class RedisWriter:
         self._update_spool_stats()
 
     async def _send(self, batches: list[Batch], drained: bool = False) -> bool:
-        """One MULTI/EXEC round; True when every entry is in Redis."""
+        """One MULTI/EXEC round; True when every entry is in Redis, in receive order."""
+        keys = set(b.key for b in batches)
         try:
+            plan = await self._plan(batches)
             async with self.r.pipeline(transaction=True) as pipe:
-                for b in batches:
-                    for e in b.entries:
-                        pipe.xadd(b.key, e.fields, id=e.id)  # type: ignore[arg-type]
-                results = await pipe.execute(raise_on_error=False)
+                for key, e in plan:
+                    pipe.xadd(key, e.fields, id=e.id)  # type: ignore[arg-type]
+                results = await pipe.execute(raise_on_error=False) if plan else []
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._unsure.update(keys)  # the round may or may not be in
             self._fail(f"Redis unreachable: {exc}")
             return False
         except (ExecAbortError, ResponseError) as exc:
             if _is_oom(exc):
                 self._set_spilling(True, f"Redis refused writes: {str(exc)[:160]}")
             else:
+                self._unsure.update(keys)
                 self._fail(f"Redis error: {str(exc)[:160]}")
             return False
-        i = 0
-        for b in batches:
-            for e in b.entries:
-                res = results[i]
-                i += 1
-                if isinstance(res, Exception):
-                    if _is_dup_id(res) and await self._exists(b.key, e.id):
-                        continue  # written by an earlier attempt whose reply was lost
-                    if _is_dup_id(res):
-                        # our clock is behind the stream: a new id, and try again
-                        info = await self.r.xinfo_stream(b.key)
-                        self.ids.seed(b.key, info["last-generated-id"])
-                        e.id = self.ids.next(b.key)
-                        self._fail(f"entry id behind stream {b.key}: re-numbered")
-                        return False
-                    if _is_oom(res):
-                        self._set_spilling(True, str(res)[:160])
-                    else:
-                        self._fail(f"XADD to {b.key} failed: {str(res)[:160]}")
-                    return False
+        last: dict[str, bytes] = {}
+        failed = False
+        for (key, e), res in zip(plan, results, strict=True):
+            if not isinstance(res, Exception):
+                last[key] = e.id
+                continue
+            failed = True
+            self._unsure.add(key)
+            if _is_oom(res):
+                self._set_spilling(True, str(res)[:160])
+            elif _is_dup_id(res):
+                # Cannot happen while this writer is the stream's only writer: say so loudly.
+                self._fail(f"XADD to {key} refused id {e.id!r}: does something else write here?")
+            else:
+                self._fail(f"XADD to {key} failed: {str(res)[:160]}")
+        if failed:
+            return False
+        for key, eid in last.items():
+            self.top[key] = parse_id(eid)
         now = time.monotonic()
         for b in batches:
             self.stats.records_out[b.key] += b.records
@@ -343,20 +390,99 @@ class RedisWriter:
         if not self.healthy:
             log.info("Redis reachable again")
         self.healthy = True
-        self._attempt = 0
+        self.backoff.reset()
         return True
 
-    async def _exists(self, key: str, entry_id: bytes) -> bool:
-        got = await self.r.xrange(key, entry_id, entry_id, count=1)
-        return bool(got)
+    async def _plan(self, batches: list[Batch]) -> list[tuple[str, Entry]]:
+        """The XADDs of a round, none of which can fail on its id (see the module docstring)."""
+        keys = dict.fromkeys(b.key for b in batches)
+        unknown = [k for k in keys if k in self._unsure or k not in self.top]
+        if unknown:
+            await self._read_tops(unknown)
+        top = self.top
+        running = {k: top[k] for k in keys}
+        # Common case: each batch's first id is past the last one; ids inside a batch increase.
+        slow: set[str] = set()
+        for b in batches:
+            if not b.entries or b.key in slow:
+                continue
+            if parse_id(b.entries[0].id) <= running[b.key]:
+                slow.add(b.key)  # this batch and every later one of its stream
+            else:
+                running[b.key] = parse_id(b.entries[-1].id)
+        if not slow:
+            return [(b.key, e) for b in batches for e in b.entries]
+        return await self._plan_slow(batches, slow)
+
+    async def _plan_slow(self, batches: list[Batch], slow: set[str]) -> list[tuple[str, Entry]]:
+        top = self.top
+        candidates = [
+            (b.key, e)
+            for b in batches
+            if b.key in slow
+            for e in b.entries
+            if parse_id(e.id) <= top[b.key]
+        ]
+        present = await self._present(candidates)
+        running = {k: top[k] for k in {b.key for b in batches}}
+        renumbering: set[str] = set()
+        plan: list[tuple[str, Entry]] = []
+        for b in batches:
+            key = b.key
+            for e in b.entries:
+                cur = parse_id(e.id)
+                if key in slow and key not in renumbering:
+                    if cur <= top[key] and id(e) in present:
+                        continue  # in Redis already: an earlier attempt's reply was lost
+                    if cur <= running[key]:
+                        renumbering.add(key)
+                        log.warning(
+                            "entry id %s of %s is not past the stream's last id %d-%d: "
+                            "renumbering it and the rest of the round in receive order",
+                            e.id.decode(),
+                            key,
+                            *running[key],
+                        )
+                if key in renumbering:
+                    self.ids.seed(key, running[key])
+                    e.id = self.ids.next(key)
+                    cur = parse_id(e.id)
+                running[key] = cur
+                plan.append((key, e))
+        return plan
+
+    async def _read_tops(self, keys: list[str]) -> None:
+        """Each stream's last generated id from Redis (0-0 for a stream not created yet)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.xinfo_stream(key)
+            results = await pipe.execute(raise_on_error=False)
+        for key, res in zip(keys, results, strict=True):
+            if isinstance(res, Exception):
+                if not _is_no_key(res):
+                    raise res
+                self.top[key] = (0, 0)
+                self._unsure.discard(key)
+            else:
+                self._learn_top(key, res["last-generated-id"])
+
+    async def _present(self, entries: list[tuple[str, Entry]]) -> set[int]:
+        """``id()`` of the entries already in their stream with the same id and fields."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key, e in entries:
+                pipe.xrange(key, e.id, e.id, count=1)
+            results = await pipe.execute()
+        return {
+            id(e)
+            for (_key, e), got in zip(entries, results, strict=True)
+            if got and got[0][1] == e.fields
+        }
 
     def _fail(self, why: str) -> None:
         if self.healthy:
             log.error("%s: batches go to the disk spool", why)
         self.healthy = False
-        delay = random.uniform(0.5, 1.0) * min(self.backoff_max_s, 0.05 * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 20)
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = time.monotonic() + self.backoff.next()
 
     def _set_spilling(self, on: bool, why: str) -> None:
         if on != self.spilling:
