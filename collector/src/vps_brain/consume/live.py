@@ -12,19 +12,38 @@ store is the exactly-once record; the live feed is for low latency). Two ways to
 
 * in the consumer's own process: :meth:`LiveHub.subscribe` gives an async iterator over a bounded
   queue (a slow subscriber loses its oldest items, counted, never blocks the consumer).
+
+Both are best effort and never cost the store: the consumer only queues entries for the
+:class:`LivePublisher` task (bounded, never blocking), so a full (OOM), refusing, slow or hung
+local Redis loses live entries (counted in ``vps_brain_consumer_live_lost_total``, logged at
+most once per interval) and nothing else: storing and acknowledging go on, in order, unslowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeAlias
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from vps_brain.consume.metrics import ConsumerMetrics
 from vps_brain.frame import Decoder, FrameError, Record
 
+log = logging.getLogger("vps_brain.consume.live")
+
 SOURCE_ID_FIELD = b"src"
+
+#: What the consumer hands the publisher: (VPS stream key, entry id, the entry's wire fields).
+_Item: TypeAlias = tuple[str, bytes, Mapping[bytes, bytes]]
 
 
 class LiveRecord(NamedTuple):
@@ -87,34 +106,262 @@ class LiveHub:
         return dropped
 
 
-class LivePublisher:
-    """Re-publishes VPS entries to the Brain's local Redis, one pipeline per read."""
+class LiveReport:
+    """What the live feed lost, logged at most once per ``interval_s``.
 
-    def __init__(self, url: str, prefix: str = "live:", maxlen: int = 100_000) -> None:
+    Every failed publish and every overflow is counted here; a line is written when the
+    interval since the previous line has passed, with the counts since that line: the first
+    failure of an outage is logged at once, a flood of them is one line per interval, and the
+    return to health is one line (INFO) with what was lost since the last one.
+    """
+
+    def __init__(
+        self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last_line: float | None = None
+        self._failing = False
+        self._errors = 0  # failed publishes since the last line
+        self._lost = 0  # entries not published since the last line
+        self._error: BaseException | None = None  # the last failure
+
+    def failed(self, exc: BaseException, lost: int) -> None:
+        """A publish failed (an error answered, a timeout, a lost connection)."""
+        self._failing = True
+        self._errors += 1
+        self._lost += lost
+        self._error = exc
+        self._maybe_log()
+
+    def overflow(self, lost: int) -> None:
+        """Entries dropped unpublished because the publisher is behind (a slow live Redis)."""
+        self._lost += lost
+        self._maybe_log()
+
+    def ok(self) -> None:
+        """A publish succeeded: say so once after failures, with what was lost since."""
+        if self._failing:
+            self._maybe_log(recovered=True)
+        elif self._lost:
+            self._maybe_log()
+
+    def _maybe_log(self, recovered: bool = False) -> None:
+        now = self._clock()
+        if self._last_line is not None and now - self._last_line < self.interval_s:
+            return
+        fields: dict[str, object] = {
+            "lost_entries": self._lost,
+            "errors_since_last_report": self._errors,
+        }
+        if recovered:
+            self._failing = False
+            log.info("live feed publishing again", extra={"fields": fields})
+        elif self._errors:
+            fields["error"] = repr(self._error)
+            log.warning(
+                "live feed publish failed; the store goes on, these entries are not on the "
+                "live feed",
+                extra={"fields": fields},
+            )
+        elif self._lost:
+            log.warning(
+                "live feed falling behind: entries dropped unpublished", extra={"fields": fields}
+            )
+        else:
+            return
+        self._last_line = now
+        self._errors = self._lost = 0
+
+
+class LivePublisher:
+    """Re-publishes VPS entries to the Brain's local Redis, best effort, from its own task.
+
+    Invariants (the store is the exactly-once record; the live feed must never cost it):
+
+    * :meth:`offer` never blocks, never raises and never waits for the live Redis: it queues the
+      entries for the publisher task (one pipeline per offer, in order). The queue is bounded
+      (``max_queued_entries``, ``max_queued_bytes``); when it is full the oldest entries are
+      dropped, counted (a strategy wants the newest data).
+    * One publish holds the live Redis at most ``publish_timeout_s`` (connect, send, replies);
+      the client has a socket and a connect timeout and does not retry by itself.
+    * Any failure (an error reply such as OOM, a refused or lost connection, a timeout) loses
+      that pipeline's entries (counted, never retried: the entries are in the store), drops the
+      connection unless the failure was an error reply, and backs off (capped, jittered) before
+      the next publish.
+    * Failures and losses are counted in ``metrics`` and logged by :class:`LiveReport`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "live:",
+        maxlen: int = 100_000,
+        *,
+        # Bounds on the live Redis: nothing waits for it longer than this.
+        socket_timeout_s: float = 1.0,
+        connect_timeout_s: float = 1.0,
+        publish_timeout_s: float = 2.0,
+        # The queue between the consumer and the publisher task.
+        max_queued_entries: int = 20_000,
+        max_queued_bytes: int = 64 * 1024**2,
+        # After a failure, wait this long (exponential, jittered) before the next publish.
+        retry_min_s: float = 0.05,
+        retry_max_s: float = 2.0,
+        # Reporting.
+        metrics: ConsumerMetrics | None = None,
+        report_interval_s: float = 10.0,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.maxlen = maxlen
+        self.socket_timeout_s = socket_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.publish_timeout_s = publish_timeout_s
+        self.max_queued_entries = max_queued_entries
+        self.max_queued_bytes = max_queued_bytes
+        self.metrics = metrics
+        self.report = LiveReport(report_interval_s)
+        self._backoff = ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_min_s)
+        self._failures = 0
         self._redis: aioredis.Redis | None = None
+        self._queue: deque[tuple[list[_Item], int]] = deque()  # (entries, bytes)
+        self._queued_entries = 0
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0  # entries
+        self.errors = 0  # failed publishes
+        self.lost = 0  # entries not published
 
-    async def publish(self, items: Iterable[tuple[str, bytes, Mapping[bytes, bytes]]]) -> int:
-        """XADD each ``(stream, entry id, fields)``; returns the number published."""
-        if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.url)
-        pipe = self._redis.pipeline(transaction=False)
-        n = 0
-        for stream, entry_id, fields in items:
-            out: dict[Any, Any] = dict(fields)
-            out[SOURCE_ID_FIELD] = entry_id
-            pipe.xadd(self.prefix + stream, out, maxlen=self.maxlen, approximate=True)
-            n += 1
-        if n:
-            await pipe.execute()
-        return n
+    def offer(self, items: Iterable[_Item]) -> None:
+        """Queue ``(stream, entry id, fields)`` for publication; never blocks, never raises."""
+        batch = list(items)
+        if not batch:
+            return
+        size = sum(len(v) for _, _, fields in batch for v in fields.values())
+        self._queue.append((batch, size))
+        self._queued_entries += len(batch)
+        self._queued_bytes += size
+        dropped = 0
+        while len(self._queue) > 1 and (
+            self._queued_entries > self.max_queued_entries
+            or self._queued_bytes > self.max_queued_bytes
+        ):
+            old, old_size = self._queue.popleft()
+            self._queued_entries -= len(old)
+            self._queued_bytes -= old_size
+            dropped += len(old)
+        if dropped:
+            self._lose(dropped, "overflow")
+            self.report.overflow(dropped)
+        if self.metrics is not None:
+            self.metrics.live_queued.set(self._queued_entries)
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="live-publisher")
 
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+    async def idle(self) -> None:
+        """Wait until everything offered is published or given up on."""
+        await self._idle.wait()
+
+    async def close(self, drain_s: float | None = None) -> None:
+        """Publish what is queued for at most ``drain_s`` (default: one publish timeout), then
+        stop the publisher task and close the connection. Bounded, whatever the live Redis does."""
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.publish_timeout_s if drain_s is None else drain_s):
+                    await self._idle.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._disconnect()
+
+    # ------------------------------------------------------------------------ publisher task
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, size = self._queue.popleft()
+            self._queued_entries -= len(batch)
+            self._queued_bytes -= size
+            if self.metrics is not None:
+                self.metrics.live_queued.set(self._queued_entries)
+            try:
+                failed = await self._publish(batch)
+            except Exception as exc:  # best effort: nothing may escape to the consumer
+                self._failed(exc, len(batch), _reason(exc))
+                await self._disconnect()  # cut mid-pipeline: the connection's state is unknown
+                await asyncio.sleep(self._backoff.compute(self._failures))
+                continue
+            if failed is not None:
+                self._failed(failed[0], failed[1], "error")
+                await asyncio.sleep(self._backoff.compute(self._failures))
+                continue
+            self._failures = 0
+            self.report.ok()
+
+    async def _publish(self, batch: Sequence[_Item]) -> tuple[BaseException, int] | None:
+        """One pipeline of XADDs, bounded by ``publish_timeout_s``; returns the first error
+        reply and how many entries were refused, or None if all were published."""
+        started = time.perf_counter()
+        async with asyncio.timeout(self.publish_timeout_s):
+            if self._redis is None:
+                self._redis = aioredis.Redis.from_url(
+                    self.url,
+                    socket_timeout=self.socket_timeout_s,
+                    socket_connect_timeout=self.connect_timeout_s,
+                    retry=Retry(NoBackoff(), 0),  # our backoff, not one hidden in the client
+                )
+            pipe = self._redis.pipeline(transaction=False)
+            for stream, entry_id, fields in batch:
+                out: dict[Any, Any] = dict(fields)
+                out[SOURCE_ID_FIELD] = entry_id
+                pipe.xadd(self.prefix + stream, out, maxlen=self.maxlen, approximate=True)
+            results = await pipe.execute(raise_on_error=False)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        self.published += len(results) - len(errors)
+        if self.metrics is not None:
+            self.metrics.live_published.inc(len(results) - len(errors))
+            self.metrics.live_publish_seconds.observe(time.perf_counter() - started)
+        return (errors[0], len(errors)) if errors else None
+
+    def _failed(self, exc: BaseException, lost: int, reason: str) -> None:
+        self._failures = min(self._failures + 1, 30)  # compute() overflows a float past ~1000
+        self.errors += 1
+        if self.metrics is not None:
+            self.metrics.live_errors.inc()
+        self._lose(lost, reason)
+        self.report.failed(exc, lost)
+
+    def _lose(self, n: int, reason: str) -> None:
+        self.lost += n
+        if self.metrics is not None:
+            self.metrics.live_lost.labels(reason).inc(n)
+
+    async def _disconnect(self) -> None:
+        r, self._redis = self._redis, None
+        if r is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await r.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    """The ``reason`` label of ``live_lost`` for a publish that raised."""
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return "timeout"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "connection"
+    return "error"
 
 
 async def live_records(

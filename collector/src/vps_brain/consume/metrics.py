@@ -97,6 +97,22 @@ class ConsumerMetrics:
         self.live_errors = Counter(
             p + "live_errors", "Failed publications to the live feed's Redis", registry=r
         )
+        self.live_lost = Counter(
+            p + "live_lost",
+            "Entries not published to the live feed's Redis (stored all the same), by reason: "
+            "error (an error reply, e.g. OOM), connection, timeout, overflow (publisher behind)",
+            ["reason"],
+            registry=r,
+        )
+        self.live_queued = Gauge(
+            p + "live_queued", "Entries waiting for the live feed's publisher", registry=r
+        )
+        self.live_publish_seconds = Histogram(
+            p + "live_publish_seconds",
+            "Time of one publication (a pipeline of XADDs) to the live feed's Redis",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.live_dropped = Counter(
             p + "live_dropped",
             "Live feed items dropped for a slow in-process subscriber",

@@ -134,7 +134,9 @@ class Consumer:
             max_bytes=cfg.flush_max_bytes,
         )
         self.publisher = (
-            LivePublisher(cfg.live_redis_url, cfg.live_prefix, cfg.live_maxlen)
+            LivePublisher(
+                cfg.live_redis_url, cfg.live_prefix, cfg.live_maxlen, metrics=self.metrics
+            )
             if cfg.live
             else None
         )
@@ -149,7 +151,6 @@ class Consumer:
         self._stop = asyncio.Event()
         self._last_recv: dict[str, int] = {}
         self._disk_blocked = False
-        self._live_warned = 0.0
         self._compact_at = time.monotonic() + min(60.0, cfg.compact_interval_s)
         self._parts_seen = 0
 
@@ -199,7 +200,7 @@ class Consumer:
                     await self._commit_task
             if self.publisher is not None:
                 with contextlib.suppress(Exception):
-                    await self.publisher.close()
+                    await self.publisher.close()  # bounded, whatever the live Redis does
             self.store.close()
 
     async def _sleep(self, seconds: float) -> None:
@@ -460,7 +461,11 @@ class Consumer:
 
     async def _publish_live(self, resp: Sequence[Any]) -> None:
         """Hand new entries to the live feed first: strategies do not wait for decoding and
-        storing. Best effort: an entry re-read after a crash may be published twice."""
+        storing. Best effort: an entry re-read after a crash may be published twice.
+
+        The publisher only queues them (bounded, never blocking, never raising); its own task
+        sends them, so no error or slowness of the live Redis reaches storing and acking. The
+        one yield lets that task write the pipeline before this read is decoded."""
         assert self.publisher is not None
         live: list[tuple[str, bytes, Mapping[bytes, bytes]]] = []
         for key_raw, entries in resp:
@@ -469,16 +474,9 @@ class Consumer:
             live.extend(
                 (key, eid, fields) for eid, fields in entries if fields and parse_id(eid) > seen
             )
-        if not live:
-            return
-        try:
-            self.metrics.live_published.inc(await self.publisher.publish(live))
-        except _NET_ERRORS as exc:
-            self.metrics.live_errors.inc()
-            now = time.monotonic()
-            if now - self._live_warned > 10:  # the store goes on; do not flood the journal
-                self._live_warned = now
-                log.warning("live feed publish failed", extra={"fields": {"error": repr(exc)}})
+        if live:
+            self.publisher.offer(live)
+            await asyncio.sleep(0)
 
     async def _ack(self, r: aioredis.Redis, acks: Mapping[str, list[bytes]]) -> None:
         pipe = r.pipeline(transaction=False)
