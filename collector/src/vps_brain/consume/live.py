@@ -31,10 +31,11 @@ from typing import Any, NamedTuple, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from vps_brain.backoff import Backoff
 from vps_brain.consume.metrics import ConsumerMetrics
 from vps_brain.frame import Decoder, FrameError, Record
 
@@ -222,8 +223,7 @@ class LivePublisher:
         self.max_queued_bytes = max_queued_bytes
         self.metrics = metrics
         self.report = LiveReport(report_interval_s)
-        self._backoff = ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_min_s)
-        self._failures = 0
+        self._backoff = Backoff(retry_min_s, retry_max_s)
         self._redis: aioredis.Redis | None = None
         self._queue: deque[tuple[list[_Item], int]] = deque()  # (entries, bytes)
         self._queued_entries = 0
@@ -300,13 +300,13 @@ class LivePublisher:
             except Exception as exc:  # best effort: nothing may escape to the consumer
                 self._failed(exc, len(batch), _reason(exc))
                 await self._disconnect()  # cut mid-pipeline: the connection's state is unknown
-                await asyncio.sleep(self._backoff.compute(self._failures))
+                await asyncio.sleep(self._backoff.next())
                 continue
             if failed is not None:
                 self._failed(failed[0], failed[1], "error")
-                await asyncio.sleep(self._backoff.compute(self._failures))
+                await asyncio.sleep(self._backoff.next())
                 continue
-            self._failures = 0
+            self._backoff.reset()
             self.report.ok()
 
     async def _publish(self, batch: Sequence[_Item]) -> tuple[BaseException, int] | None:
@@ -335,7 +335,6 @@ class LivePublisher:
         return (errors[0], len(errors)) if errors else None
 
     def _failed(self, exc: BaseException, lost: int, reason: str) -> None:
-        self._failures = min(self._failures + 1, 30)  # compute() overflows a float past ~1000
         self.errors += 1
         if self.metrics is not None:
             self.metrics.live_errors.inc()
