@@ -3,8 +3,13 @@
 * :class:`WeightBudget`: a token bucket of ``weight_per_minute`` (Binance: 6000/min per IP) shared
   by every call of the process, plus a global pause set by 429/418 answers.
 * :class:`SnapshotFetcher`: one in-flight request per symbol; each resync first sleeps a random
-  delay (``resync_jitter_s``) so a reconnect of many symbols never becomes a request storm;
-  errors retry with capped, jittered backoff, never giving up.
+  delay (``resync_jitter_s``) so a reconnect of many symbols never becomes a request storm.
+  Transient errors (network, 5xx, 429/418) retry with :class:`vps_brain.backoff.Backoff`, never
+  giving up; a permanent answer (:func:`vps_brain.backoff.is_permanent_status`, e.g. 400
+  ``{"code": -1121, "msg": "Invalid symbol."}``) stops snapshots for that symbol for the life of
+  the process: one ERROR line, ``vps_brain_collector_permanent_errors_total`` +1, and the other
+  symbols go on (its websocket streams are still recorded, without a snapshot).
+* :func:`report_permanent` is that ERROR line and metric, for REST and websocket alike.
 """
 
 from __future__ import annotations
@@ -13,13 +18,62 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import Callable
 
 import aiohttp
+import orjson
+from prometheus_client import CollectorRegistry, Counter
 
+from vps_brain.backoff import Backoff, is_permanent_status
 from vps_brain.collect.stats import CollectorStats
 
 log = logging.getLogger("vps_brain.collect.rest")
+
+_permanent_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def permanent_errors(stats: CollectorStats) -> Counter:
+    """``vps_brain_collector_permanent_errors_total{source, target}`` in ``stats.registry``."""
+    counter = _permanent_counters.get(stats.registry)
+    if counter is None:
+        counter = _permanent_counters[stats.registry] = Counter(
+            "vps_brain_collector_permanent_errors",
+            "Requests the exchange refused for good: stopped, not retried",
+            ["source", "target"],
+            registry=stats.registry,
+        )
+    return counter
+
+
+def report_permanent(stats: CollectorStats, source: str, targets: list[str], message: str) -> None:
+    """One ERROR line for a permanent refusal, and the metric +1 for each stopped target."""
+    log.error(message, extra={"fields": {"source": source, "targets": targets}})
+    counter = permanent_errors(stats)
+    for target in targets:
+        counter.labels(source, target).inc()
+
+
+class Refused(Exception):
+    """The exchange answered with a permanent status: the same request will never succeed."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def error_detail(body: bytes) -> str:
+    """Binance's ``{"code": -1121, "msg": "Invalid symbol."}`` as ``-1121 Invalid symbol.``."""
+    try:
+        err = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        err = None
+    if isinstance(err, dict) and "code" in err:
+        return f"{err['code']} {err.get('msg', '')}".strip()
+    return body[:200].decode(errors="replace")
 
 
 def depth_weight(limit: int) -> int:
@@ -34,8 +88,8 @@ def depth_weight(limit: int) -> int:
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
-    """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**attempt))."""
-    return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+    """The delay after ``attempt`` failures: :class:`vps_brain.backoff.Backoff`, stateless."""
+    return Backoff(base, cap).compute(attempt)
 
 
 class WeightBudget:
@@ -96,6 +150,8 @@ class SnapshotFetcher:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.backoff_max_s = backoff_max_s
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        #: Symbols the exchange refused for good (symbol -> why): never requested again.
+        self.refused: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -106,7 +162,7 @@ class SnapshotFetcher:
             await self._session.close()
 
     def request(self, symbol: str) -> None:
-        if symbol in self.inflight:
+        if symbol in self.inflight or symbol in self.refused:
             return  # the pending fetch is validated against the newest first U
         self.inflight[symbol] = asyncio.get_running_loop().create_task(
             self._fetch(symbol), name=f"snapshot-{symbol}"
@@ -114,23 +170,35 @@ class SnapshotFetcher:
 
     async def _fetch(self, symbol: str) -> None:
         try:
-            attempt = 0
+            errors = Backoff(0.2, self.backoff_max_s)
+            too_old = Backoff(0.05, 2.0)
             await asyncio.sleep(random.uniform(0, self.jitter_s))
             while self.still_wanted(symbol):
-                body = await self._get(symbol)
+                try:
+                    body = await self._get(symbol)
+                except Refused as exc:
+                    self.refused[symbol] = str(exc)
+                    report_permanent(
+                        self.stats,
+                        "rest",
+                        [symbol],
+                        f"REST depth snapshot of {symbol.upper()} refused for good ({exc}): "
+                        f"no more snapshot requests for it; its streams are still recorded",
+                    )
+                    return
                 if body is None:
-                    await asyncio.sleep(backoff(attempt, 0.2, self.backoff_max_s))
-                    attempt += 1
+                    await asyncio.sleep(errors.next())
                     continue
+                errors.reset()
                 if self.on_snapshot(symbol, time.time_ns(), body):
                     return
                 # too old: the stream is ahead; wait a little for the REST side to catch up
-                await asyncio.sleep(backoff(attempt, 0.05, 2.0))
-                attempt += 1
+                await asyncio.sleep(too_old.next())
         finally:
             self.inflight.pop(symbol, None)
 
     async def _get(self, symbol: str) -> bytes | None:
+        """The snapshot body; None after a transient failure; raises :class:`Refused`."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         await self.budget.acquire(depth_weight(self.limit))
@@ -153,6 +221,8 @@ class SnapshotFetcher:
                         "REST %d for %s: pausing all REST for %.1fs", resp.status, symbol, wait
                     )
                     return None
+                if resp.status != 200 and is_permanent_status(resp.status):
+                    raise Refused(resp.status, error_detail(body))
                 if resp.status != 200:
                     log.warning("REST %d for %s: %s", resp.status, symbol, body[:200])
                     return None

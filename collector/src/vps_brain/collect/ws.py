@@ -1,8 +1,15 @@
 """Websocket connections: combined streams, reconnect with backoff, renewal before the 24 h cut.
 
 A :class:`Slot` serves one group of at most 1024 streams (subscriptions in the URL). It keeps one
-live connection; when that connection drops it reconnects with capped, jittered backoff (never
-giving up) and the new connection takes the streams over at once (the router records any gap).
+live connection; when that connection drops it reconnects with capped, jittered backoff
+(:class:`vps_brain.backoff.Backoff`, never giving up on a transient error) and the new connection
+takes the streams over at once (the router records any gap).
+
+A handshake refused with a permanent status (400 for an unknown stream: retrying cannot heal it)
+is not retried: the slot bisects its streams with probe handshakes (about 2 log2(n) for each bad
+stream) to find the ones refused on their own, stops those for good (one ERROR line,
+``vps_brain_collector_permanent_errors_total{source="ws"}`` +1 each) and goes on with the rest. A
+slot left with no stream idles until the collector stops; the other slots never notice.
 When the connection reaches ``renew_after_s`` the slot opens a second connection on the same
 streams and hands each stream over once the two overlap (see :mod:`vps_brain.collect.router`),
 then closes the old one: a renewal leaves neither a gap nor a duplicate.
@@ -22,7 +29,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from vps_brain.collect.rest import backoff
+from vps_brain.backoff import Backoff, is_permanent_status
+from vps_brain.collect.rest import report_permanent
 from vps_brain.collect.router import Router
 from vps_brain.collect.stats import CollectorStats
 
@@ -136,9 +144,10 @@ class Slot:
         max_msg_size: int,
     ) -> None:
         self.index = index
-        self.url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams)
-        self.streams = streams
-        self.symbols = list(dict.fromkeys(s.split("@", 1)[0] for s in streams))
+        self.base_url = ws_url.rstrip("/") + "/stream?streams="
+        self.streams = list(streams)
+        #: Streams the exchange refused for good (never subscribed again).
+        self.refused: list[str] = []
         self.router = router
         self.stats = stats
         self.session = session
@@ -151,44 +160,91 @@ class Slot:
         self.max_msg_size = max_msg_size
         self.current: Connection | None = None
         self._switched: dict[int, asyncio.Event] = {}
+        self._refusal = ""
         self._renew_now = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/".join(self.streams)
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(dict.fromkeys(s.split("@", 1)[0] for s in self.streams))
 
     def _control(self, event: str, **extra: object) -> None:
         self.router.control(
             self.symbols, time.time_ns(), {"event": event, "slot": self.index, **extra}
         )
 
-    async def _open(self) -> Connection:
-        """Connect, retrying with capped jittered backoff until it works."""
+    async def _open(self) -> Connection | None:
+        """A connection on the slot's streams; None once the exchange refused every one of them.
+
+        Transient failures are retried with backoff inside :meth:`_connect`; a permanent refusal
+        drops the streams refused on their own (:meth:`_refused`) and tries again with the rest.
+        """
+        while self.streams:
+            ws = await self._connect(self.streams)
+            if ws is not None:
+                return Connection(
+                    ws, next(_conn_ids), self.router, self.wait_room, self.idle_timeout_s
+                )
+            refused = await self._refused(self.streams)
+            if not refused:
+                refused = list(self.streams)  # refused together only: nothing tells which
+            self.streams = [s for s in self.streams if s not in refused]
+            self.refused.extend(refused)
+            report_permanent(
+                self.stats,
+                "ws",
+                refused,
+                f"slot {self.index}: the exchange refused stream(s) {', '.join(refused)} "
+                f"({self._refusal}): stopped for good, not retried; "
+                f"{len(self.streams)} other stream(s) of this slot go on",
+            )
+        return None
+
+    async def _connect(self, streams: list[str]) -> aiohttp.ClientWebSocketResponse[bool] | None:
+        """A websocket on ``streams``, retrying transient failures; None if refused for good."""
+        backoff = Backoff(self.reconnect_min_s, self.reconnect_max_s)
         attempt = 0
         while True:
             try:
-                ws = await self.session.ws_connect(
-                    self.url,
+                return await self.session.ws_connect(
+                    self.base_url + "/".join(streams),
                     autoping=False,
                     max_msg_size=self.max_msg_size,
                     decode_text=False,
                     compress=0,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
                 )
+            except aiohttp.WSServerHandshakeError as exc:
+                if is_permanent_status(exc.status):
+                    self._refusal = f"handshake answered HTTP {exc.status}"
+                    return None
+                why: BaseException = exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                delay = max(
-                    self.reconnect_min_s,
-                    backoff(attempt, self.reconnect_min_s, self.reconnect_max_s),
-                )
-                level = (
-                    logging.WARNING
-                    if attempt in (0, 5, 20) or attempt % 100 == 0
-                    else logging.DEBUG
-                )
-                log.log(
-                    level, "slot %d: connect failed (%s); retry in %.2fs", self.index, exc, delay
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            conn = Connection(ws, next(_conn_ids), self.router, self.wait_room, self.idle_timeout_s)
-            return conn
+                why = exc
+            delay = backoff.next()
+            level = (
+                logging.WARNING if attempt in (0, 5, 20) or attempt % 100 == 0 else logging.DEBUG
+            )
+            log.log(level, "slot %d: connect failed (%s); retry in %.2fs", self.index, why, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _refused(self, streams: list[str]) -> list[str]:
+        """The streams of a refused group that the exchange refuses on their own (bisection)."""
+        if len(streams) == 1:
+            return list(streams)
+        mid = len(streams) // 2
+        out: list[str] = []
+        for part in (streams[:mid], streams[mid:]):
+            probe = await self._connect(part)
+            if probe is None:
+                out.extend(await self._refused(part))
+            else:
+                await probe.close()
+        return out
 
     def _start(self, conn: Connection) -> None:
         conn.task = asyncio.create_task(conn.read(), name=f"ws-{conn.id}")
@@ -207,6 +263,9 @@ class Slot:
 
     async def run(self) -> None:
         conn = await self._open()
+        if conn is None:
+            await self._idle_forever()
+            return
         self.router.take_over(conn.id, self.streams)
         self._control("connection_opened", conn=conn.id, streams=len(self.streams))
         self._start(conn)
@@ -230,21 +289,38 @@ class Slot:
                     self.stats.reconnects += 1
                     log.warning("slot %d: connection %d lost: %s", self.index, conn.id, conn.reason)
                     self._control("connection_closed", conn=conn.id, reason=conn.reason)
-                    conn = await self._open()
+                    self.current = None
+                    reopened = await self._open()
+                    if reopened is None:
+                        await self._idle_forever()
+                        return
+                    conn = reopened
                     self.router.take_over(conn.id, self.streams)
                     self._control("connection_opened", conn=conn.id, streams=len(self.streams))
                     self._start(conn)
                     self.current = conn
                     continue
-                conn = await self._renew(conn)
-                self.current = conn
+                renewed = await self._renew(conn)
+                if renewed is None:
+                    self.current = None
+                    await self._idle_forever()
+                    return
+                conn = self.current = renewed
         finally:
             if self.current is not None:
                 await self.current.close()
 
-    async def _renew(self, old: Connection) -> Connection:
+    async def _idle_forever(self) -> None:
+        """Every stream was refused: stay until cancelled (a slot ending stops the collector)."""
+        log.info("slot %d: no stream left to collect: idle until the collector stops", self.index)
+        await asyncio.Event().wait()
+
+    async def _renew(self, old: Connection) -> Connection | None:
         """Open a successor, hand the streams over, close ``old``; returns the successor."""
         new = await self._open()
+        if new is None:
+            await old.close()
+            return None
         switched = self._switched[new.id] = asyncio.Event()
         self.router.begin_successor(new.id, self.streams)
         self._start(new)
