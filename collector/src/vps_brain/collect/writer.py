@@ -49,8 +49,9 @@ ROUND_MAX_BATCHES = 256
 
 def parse_id(entry_id: bytes | str) -> tuple[int, int]:
     """``b"<ms>-<seq>"`` as a tuple that orders like Redis orders stream ids."""
-    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = raw.partition("-")
+    if isinstance(entry_id, str):
+        entry_id = entry_id.encode()
+    ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
 
 
