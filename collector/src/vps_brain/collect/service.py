@@ -1,13 +1,27 @@
 """The collector service: wires source -> router -> batcher -> writer (-> spool) and the loops.
 
-``Collector(settings).run(stop)`` runs until ``stop`` is set, then closes the connections, flushes
-open batches and waits until every record is in Redis or in the spool before returning.
+``Collector(settings).run(stop)`` runs until ``stop`` is set, then shuts down within
+``shutdown_timeout_s`` (:data:`SHUTDOWN_TIMEOUT_S`, shorter than the unit's ``TimeoutStopSec``, so
+the service manager never kills a collector that still holds data):
+
+1. the connections close (a quarter of the budget at most) and open batches are flushed;
+2. the writer goes on sending to Redis (and the spool) as usual until half the budget;
+3. what is still in memory then goes to the spool only: its size bound is lifted (at shutdown
+   durability beats backpressure), Redis is no longer tried and a request hanging on it is cut
+   off, until 85 % of the budget.
+
+Everything received is then in Redis or in the spool (fsynced); the last log line, ``collector
+stopped``, says how many records went where: ``to_redis`` + ``to_spool`` + ``lost`` are the
+``at_stop`` records in memory when the stop came plus any a closing connection still delivered;
+``lost`` is non-zero only when neither Redis nor the disk took them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -25,6 +39,10 @@ from vps_brain.config import RedisSettings, Settings
 from vps_brain.frame import quarantine_key, stream_key
 
 log = logging.getLogger("vps_brain.collect")
+
+#: The whole shutdown fits in this (seconds). The unit (roles/collector/templates/
+#: vps-brain-collector.service.j2) has TimeoutStopSec=30; a test keeps this 5 s below it at least.
+SHUTDOWN_TIMEOUT_S = 20.0
 
 
 def redis_client(cfg: RedisSettings) -> aioredis.Redis:
@@ -52,6 +70,8 @@ class Collector:
         self.batcher: Batcher | None = None
         self.router: Router | None = None
         self.ready = asyncio.Event()
+        #: Budget of the shutdown after ``stop`` (see the module docstring).
+        self.shutdown_timeout_s = SHUTDOWN_TIMEOUT_S
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.cfg
@@ -179,29 +199,125 @@ class Collector:
                     log.error("task %s ended unexpectedly: stopping", failed, exc_info=exc)
             stop_wait.cancel()
         finally:
-            for t in slot_tasks:
-                t.cancel()
-            late = (await asyncio.wait(slot_tasks, timeout=10))[1] if slot_tasks else set()
-            if late:
-                log.warning("%d connection(s) did not close within 10 s", len(late))
-            await fetcher.close()
-            await session.close()
-            batcher.flush_all()
-            # Everything received must be in Redis or in the spool before we return.
-            while writer.queue or writer.queued_records > 0:
-                if background[0].done():
-                    break
-                await asyncio.sleep(0.01)
-            for t in background:
-                t.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await r.aclose()
+            fields = await self._shutdown(
+                r, spool, writer, batcher, slot_tasks, background, [fetcher.close, session.close]
+            )
             if metrics_server is not None:
                 metrics_server.shutdown()
-            log.info("collector stopped")
+            # The last line: where every record received went.
+            log.log(
+                logging.ERROR if fields["lost"] else logging.INFO,
+                "collector stopped",
+                extra={"fields": fields},
+            )
         if failed:
             # Exit non-zero so the service manager restarts us (the spool keeps the data).
             raise RuntimeError(f"collector task {failed} ended unexpectedly")
+
+    async def _shutdown(
+        self,
+        r: aioredis.Redis,
+        spool: Spool,
+        writer: RedisWriter,
+        batcher: Batcher,
+        slot_tasks: list[asyncio.Task[None]],
+        background: list[asyncio.Task[None]],
+        closers: list[Any],
+    ) -> dict[str, Any]:
+        """Bounded: connections closed, then everything in memory to Redis or to the spool.
+
+        Returns the figures of the final log line: records in memory when the stop came
+        (``at_stop``) and, of every record released since, how many went ``to_redis``,
+        ``to_spool`` or were ``lost``."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        budget = self.shutdown_timeout_s
+
+        def left(share: float) -> float:
+            """Seconds until ``share`` of the budget has passed."""
+            return max(0.0, t0 + share * budget - loop.time())
+
+        async def bounded(aw: Awaitable[Any], share: float, what: str) -> None:
+            try:
+                await asyncio.wait_for(aw, left(share))
+            except Exception as exc:  # a timeout included: the shutdown goes on
+                log.warning("shutdown: %s did not finish (%r)", what, exc)
+
+        stats = self.stats
+        writer_task = background[0]
+        at_stop = writer.queued_records  # received, not yet in Redis nor in the spool
+        redis0 = sum(stats.records_out.values()) - spool.drained_records
+        spool0 = spool.appended_records
+
+        for t in slot_tasks:
+            t.cancel()
+        late = (await asyncio.wait(slot_tasks, timeout=left(0.25)))[1] if slot_tasks else set()
+        if late:
+            log.warning("%d connection(s) did not close within the shutdown budget", len(late))
+        for close in closers:
+            await bounded(close(), 0.3, "closing the HTTP clients")
+        # As usual first: Redis, or the spool when Redis refuses.
+        if not await self._until_written(batcher, writer, writer_task, left(0.5)):
+            log.warning(
+                "shutdown: %d records not yet written after %.1f s: to the spool only",
+                writer.queued_records,
+                loop.time() - t0,
+            )
+            for t in background[1:]:
+                t.cancel()  # memory and trim loops: they talk to Redis and hold no data
+            spool.max_bytes = sys.maxsize
+            writer.spilling = True  # the writer spools every round and drains nothing
+            stats.spilling = 1
+            # A request hanging on Redis is cut off: the writer spools that round too.
+            await bounded(r.connection_pool.disconnect(), 0.55, "disconnecting from Redis")
+            await self._until_written(batcher, writer, writer_task, left(0.85))
+        if writer_task.done() and writer.queue:
+            # The writer died: what it still held goes to the spool from here.
+            rest = list(writer.queue)
+            spool.max_bytes = sys.maxsize
+            try:
+                await asyncio.wait_for(asyncio.to_thread(spool.append, rest), left(0.85))
+                writer.queue.clear()
+                writer.queued_records -= sum(b.records for b in rest)
+            except Exception as exc:
+                log.error("shutdown: the spool refused the last %d batches (%r)", len(rest), exc)
+        lost = writer.queued_records
+        for t in background:
+            t.cancel()
+        await asyncio.wait(background, timeout=left(0.9))
+        await bounded(r.aclose(), 0.95, "closing the Redis client")
+        to_spool = spool.appended_records - spool0
+        fields: dict[str, Any] = {
+            "shutdown_s": round(loop.time() - t0, 3),
+            "at_stop": at_stop,
+            "to_redis": sum(stats.records_out.values()) - spool.drained_records - redis0,
+            "to_spool": to_spool,
+            "lost": lost,
+            "spool_batches": len(spool),
+            "spool_dir": str(spool.dir),
+        }
+        if lost:
+            log.error(
+                "shutdown: %d records reached neither Redis nor the spool within %.1f s",
+                lost,
+                budget,
+            )
+        return fields
+
+    @staticmethod
+    async def _until_written(
+        batcher: Batcher, writer: RedisWriter, writer_task: asyncio.Task[None], within_s: float
+    ) -> bool:
+        """Until every record received is in Redis or in the spool; False at the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            batcher.flush_all()  # a connection that closed late may have added some
+            if not writer.queue and writer.queued_records <= 0:
+                return True
+            if writer_task.done() or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
 
     async def flushed(self) -> None:
         """Wait until every record received so far is in Redis (tests and bench)."""
