@@ -3,11 +3,11 @@
 # ansible-test sanity, the installed-collection check and every Molecule scenario. Exits non-zero
 # if any step fails.
 #
-# Set-up (apt, venv, the image, the preflight) runs first, one step after the other. The checks
+# Set-up (apt, then the venv beside the image, then the preflight) runs first. The checks
 # and the scenarios then run as jobs on VPSB_JOBS workers (default: one more than the CPUs, since
 # a scenario spends part of its time waiting on its containers), longest first; each job's output
 # is printed whole when it ends (logs in .cache/test-logs/). The table at the end times every step, set-up included: the set-up
-# rows plus the busiest worker add up to the wall time.
+# span plus the busiest worker add up to the wall time.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -37,13 +37,18 @@ step() {
   [ "$status" = passed ]
 }
 
-# Set-up, in order: a later step needs the earlier ones, and a failed one stops the run here.
+# Set-up: apt first (the others need its packages), then the venv and the image side by side (pip
+# waits on the index, debootstrap on the mirror and dpkg), then the preflight, which checks both. A
+# failed step stops the run here.
 setup_ok=1
-for s in "bootstrap-apt:$here/bootstrap.sh apt" "bootstrap-venv:$here/bootstrap.sh venv" \
-  "image:$here/build-image.sh" "preflight:$here/preflight.sh"; do
-  # shellcheck disable=SC2086 # the command is a path and one word
-  step "${s%%:*}" setup ${s#*:} || { setup_ok=0; break; }
-done
+step bootstrap-apt setup "$here/bootstrap.sh" apt || setup_ok=0
+if ((setup_ok)); then
+  step bootstrap-venv setup-venv "$here/bootstrap.sh" venv & venv_pid=$!
+  step image setup-image "$here/build-image.sh" & image_pid=$!
+  wait "$venv_pid" || setup_ok=0
+  wait "$image_pid" || setup_ok=0
+fi
+((setup_ok)) && { step preflight setup "$here/preflight.sh" || setup_ok=0; }
 
 if ((setup_ok)); then
   # The jobs, longest first (seconds seen on this 2-core machine in the comments of the scenario
@@ -97,8 +102,9 @@ while IFS='|' read -r name worker start dur st; do
   [ "$st" = passed ] || status=1
 done <"$results"
 ((setup_ok)) || status=1
-setup_s=$(awk -F'|' '$2 == "setup" { s += $4 } END { print s + 0 }' "$results")
-busiest=$(awk -F'|' '$2 != "setup" { w[$2] += $4 } END { m = 0; for (k in w) if (w[k] > m) m = w[k]; print m }' "$results")
+# Set-up ends when its last step does (the venv and the image overlap); the jobs start then.
+setup_s=$(awk -F'|' '$2 ~ /^setup/ && $3 + $4 > e { e = $3 + $4 } END { print e + 0 }' "$results")
+busiest=$(awk -F'|' '$2 !~ /^setup/ { w[$2] += $4 } END { m = 0; for (k in w) if (w[k] > m) m = w[k]; print m }' "$results")
 printf '  set-up %d s + busiest worker %d s = %d s; wall time %d s (%d min %d s)\n' \
   "$setup_s" "$busiest" $((setup_s + busiest)) "$wall" $((wall / 60)) $((wall % 60))
 [ "$status" -eq 0 ] && echo "test: all passed" || echo "test: FAILED (see the steps marked FAILED above)"
