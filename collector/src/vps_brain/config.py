@@ -10,6 +10,12 @@ Any problem raises :class:`ConfigError` whose message names each bad field as a 
 (``collector.batch_max_records: Input should be greater than 0``) and where the value came from.
 Unknown keys are errors too (a typo must not be silently ignored).
 
+No message shows a secret: values of secret fields and of unknown keys (a mistyped ``pasword``)
+are never shown, URLs are shown through :func:`redact_url` (no userinfo password, no
+``?password=``), YAML errors give the line and column but not the line itself, and pydantic's own
+``ValidationError`` text leaves inputs out (``hide_input_in_errors``), so a caller that prints one
+of the sections' errors (``vps-brain consume``) shows no input either.
+
 Adding a section (e.g. the consumer's)::
 
     class ConsumerSettings(Section):
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,10 +62,39 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names every bad field."""
 
 
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors."""
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# scheme://userinfo@ (userinfo up to the authority's last "@") and password-like query parameters
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#\s]*)@")
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|auth|token|secret)=)[^&#\s'\"]*")
+_SECRET_KEYS = ("secret", "password", "passwd", "token", "auth")
 
-    model_config = ConfigDict(extra="forbid")
+
+def _userinfo(match: re.Match[str]) -> str:
+    scheme, info = match.groups()
+    user, colon, _password = info.partition(":")
+    return f"{scheme}{user}:***@" if colon else f"{scheme}***@"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with every URL's password replaced by ``***`` (userinfo and ``?password=``).
+
+    ``redis://collector:s3cret@10.8.0.1:6379/0`` -> ``redis://collector:***@10.8.0.1:6379/0``;
+    a userinfo without ``:`` is hidden whole (some clients read it as the password).
+    """
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(_userinfo, text))
+
+
+def _check_redis_url(url: str, field: str) -> None:
+    if url.split("://", 1)[0] not in REDIS_SCHEMES:
+        raise ValueError(
+            f"{field} must start with redis://, rediss:// or unix://: {redact_url(url)!r}"
+        )
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors; errors never print their input."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class RedisSettings(Section):
@@ -76,8 +112,7 @@ class RedisSettings(Section):
     def _password_sources(self) -> RedisSettings:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set either password or password_file, not both")
-        if self.url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
-            raise ValueError(f"url must start with redis://, rediss:// or unix://: {self.url!r}")
+        _check_redis_url(self.url, "url")
         return self
 
     def resolved_password(self) -> str | None:
@@ -266,6 +301,12 @@ class ConsumerSettings(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    @field_validator("live_redis_url")
+    @classmethod
+    def _live_redis_url(cls, url: str) -> str:
+        _check_redis_url(url, "live_redis_url")
+        return url
+
 
 class Settings(Section):
     """The whole configuration file. Sections: ``redis``, ``collector``, ``simulator``."""
@@ -286,14 +327,25 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     try:
         data: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
-        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:  # its message holds a position, no text of the file
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found wrong and where, without its snippet of the line (it may hold a secret)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = [p for p in (exc.context, exc.problem) if p]
+    mark = exc.problem_mark or exc.context_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return redact_url(", ".join(parts) or type(exc).__name__) + where
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -333,7 +385,16 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_errors(exc: ValidationError, source: str, origin: Mapping[str, str]) -> str:
+def format_validation_error(
+    exc: ValidationError, source: str, origin: Mapping[str, str] | None = None
+) -> str:
+    """One line per error: dotted path, message, the value when harmless, where it came from.
+
+    ``origin`` maps dotted paths to the environment variables that set them; other values are
+    attributed to ``source`` (the file, or "command line"). Values are left out for secret
+    fields and unknown keys, and URLs are redacted (module docstring).
+    """
+    origin = origin or {}
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -346,11 +407,11 @@ def _format_errors(exc: ValidationError, source: str, origin: Mapping[str, str])
             ""
             if isinstance(value, dict | list)
             or value is None
-            or "secret" in path
-            or "password" in path
+            or err["type"] == "extra_forbidden"  # an unknown key may be a mistyped secret
+            or any(k in path.lower() for k in _SECRET_KEYS)
             else f" (got {value!r})"
         )
-        lines.append(f"{path}: {err['msg']}{shown}{suffix}")
+        lines.append(redact_url(f"{path}: {err['msg']}{shown}{suffix}"))
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -369,4 +430,4 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source, origin)) from None
+        raise ConfigError(format_validation_error(exc, source, origin)) from None

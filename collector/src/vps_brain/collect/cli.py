@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vps_brain.config import ConfigError, Settings, load_settings
+from pydantic import ValidationError
+
+from vps_brain.config import ConfigError, Settings, format_validation_error, load_settings
 from vps_brain.logs import setup_logging
 
 
@@ -56,8 +58,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         data["redis"]["url"] = args.redis_url
     try:
         return Settings.model_validate(data)
-    except ValueError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from None
+    except ValidationError as exc:  # the file was valid: the flags are wrong
+        raise ConfigError(format_validation_error(exc, "command line")) from None
 
 
 async def _main(settings: Settings) -> None:
