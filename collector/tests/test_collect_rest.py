@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import time
 
-from vps_brain.collect.rest import WeightBudget, backoff, depth_weight
+from vps_brain.collect.rest import WeightBudget, depth_weight
 
 
 def test_depth_weights_follow_binance_limits() -> None:
     assert [depth_weight(n) for n in (5, 100, 101, 500, 1000, 5000)] == [5, 5, 25, 25, 50, 250]
-
-
-def test_backoff_is_capped_and_jittered() -> None:
-    values = [backoff(attempt, 0.1, 2.0) for attempt in range(40) for _ in range(5)]
-    assert max(values) <= 2.0
-    assert min(values) >= 0.0
-    assert len(set(values)) > 100
 
 
 async def test_budget_grants_up_to_capacity_then_makes_callers_wait() -> None:

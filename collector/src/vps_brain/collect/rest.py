@@ -87,11 +87,6 @@ def depth_weight(limit: int) -> int:
     return 250
 
 
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """The delay after ``attempt`` failures: :class:`vps_brain.backoff.Backoff`, stateless."""
-    return Backoff(base, cap).compute(attempt)
-
-
 class WeightBudget:
     """Token bucket of request weight per minute with a global pause (Retry-After)."""
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import random
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from vps_brain.backoff import Backoff
 from vps_brain.config import ConsumerSettings, RedisSettings
 from vps_brain.consume.live import LiveHub, LivePublisher
 from vps_brain.consume.metrics import ConsumerMetrics
@@ -76,22 +76,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()  # everything alive at start-up is never scanned again
     gc.set_threshold(50_000, 20, 20)
-
-
-class Backoff:
-    """Exponential backoff with a cap and full jitter."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high = low, high
-        self._n = 0
-
-    def next(self) -> float:
-        cap = min(self.high, self.low * (2**self._n))
-        self._n = min(self._n + 1, 30)
-        return random.uniform(self.low, max(self.low, cap))
-
-    def reset(self) -> None:
-        self._n = 0
 
 
 def connect(redis_cfg: RedisSettings, **kw: Any) -> aioredis.Redis:
