@@ -31,6 +31,11 @@ options:
         (V(eth0-TxRx-0), not V(eth01)), plus the IRQs in C(/sys/class/net/INTERFACE/device/msi_irqs/).
       - For a virtio NIC, the IRQs named after the virtio device (V(virtio2-input.0)) and the
         C(msi_irqs) of its PCI device count too.
+      - The name must be 1-15 characters of V(A-Z a-z 0-9 _ . -), not starting with V(.) or V(-)
+        (a strict subset of what Linux allows; V(:) marks an address label, not an interface).
+        Anything else fails before a path is built.
+      - The same discovery (C(plugins/module_utils/irq.py)) runs at boot in the program the
+        C(irq_affinity) role installs.
       - Exactly one of O(interface) and O(irqs) is required.
     type: str
   irqs:
@@ -147,76 +152,23 @@ from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist impor
     parse_mask,
     parse_online_cpus,
 )
-
-
-def name_matches(token, name):
-    """Whether an IRQ name token belongs to NAME: equal, or NAME then a non-alphanumeric character."""
-    token = token.rstrip(',')
-    if not token.startswith(name):
-        return False
-    return len(token) == len(name) or not token[len(name)].isalnum()
-
-
-def interrupts_by_name(text, names):
-    """Return the IRQ numbers of /proc/interrupts lines whose device name belongs to one of NAMES."""
-    lines = text.splitlines()
-    if not lines:
-        return set()
-    n_cpus = len(lines[0].split())
-    found = set()
-    for line in lines[1:]:
-        head, sep, rest = line.partition(':')
-        head = head.strip()
-        if not sep or not head.isdigit():
-            continue
-        # After the per-CPU counters come the chip, the hardware IRQ and the device name(s).
-        tokens = rest.split()[n_cpus:]
-        if any(name_matches(token, name) for token in tokens for name in names):
-            found.add(int(head))
-    return found
-
-
-def msi_irqs(path):
-    try:
-        return {int(name) for name in os.listdir(path) if name.isdigit()}
-    except OSError:
-        return set()
+from ansible_collections.marketdata.vps_brain.plugins.module_utils.irq import (
+    IrqDiscoveryError,
+    interface_irqs as discover_interface_irqs,
+    irq_dir,
+)
 
 
 def interface_irqs(module, root):
-    interface = module.params['interface']
-    net_dir = os.path.join(root, 'sys/class/net', interface)
-    names = {interface}
-    irqs = set()
-    device = os.path.join(net_dir, 'device')
-    if os.path.exists(device):
-        real = os.path.realpath(device)
-        irqs |= msi_irqs(os.path.join(real, 'msi_irqs'))
-        if os.path.basename(real).startswith('virtio'):
-            # virtio-net: IRQs are named after the virtio device and belong to its PCI parent.
-            names.add(os.path.basename(real))
-            irqs |= msi_irqs(os.path.join(os.path.dirname(real), 'msi_irqs'))
-    interrupts_path = os.path.join(root, 'proc/interrupts')
     try:
-        with open(interrupts_path) as handle:
-            irqs |= interrupts_by_name(handle.read(), names)
-    except OSError as exc:
-        module.fail_json(msg='cannot read %s: %s' % (interrupts_path, exc))
-    if not os.path.isdir(net_dir) and not irqs:
-        module.fail_json(msg='interface %s not found (no %s)' % (interface, net_dir))
-    missing = sorted(irq for irq in irqs if not os.path.isdir(irq_dir(root, irq)))
-    if missing:
+        found = discover_interface_irqs(root, module.params['interface'])
+    except IrqDiscoveryError as exc:
+        module.fail_json(msg=str(exc))
+    if found.missing:
         module.warn('IRQs %s of %s have no %s entry and are skipped'
-                    % (', '.join(str(irq) for irq in missing), interface, os.path.join(root, 'proc/irq')))
-    irqs -= set(missing)
-    if not irqs:
-        module.fail_json(msg='no IRQs found for interface %s (looked for %s in %s and in %s/msi_irqs)'
-                             % (interface, ', '.join(sorted(names)), interrupts_path, device))
-    return sorted(irqs)
-
-
-def irq_dir(root, irq):
-    return os.path.join(root, 'proc/irq', str(irq))
+                    % (', '.join(str(irq) for irq in found.missing), module.params['interface'],
+                       os.path.join(root, 'proc/irq')))
+    return found.irqs
 
 
 def read_affinity(module, root, irq):

@@ -8,9 +8,15 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import importlib.machinery
+import importlib.util
+import sys
+
+from pathlib import Path
 
 import pytest
 
+from ansible_collections.marketdata.vps_brain.plugins.module_utils import irq
 from ansible_collections.marketdata.vps_brain.plugins.modules import irq_affinity
 
 INTERRUPTS = '''\
@@ -230,4 +236,103 @@ def test_irqs_must_be_integers(run_module, host):
     ('virtio20-config', 'virtio2', False),
 ])
 def test_irq_names_match_on_a_word_boundary(token, name, matches):
-    assert irq_affinity.name_matches(token, name) is matches
+    assert irq.name_matches(token, name) is matches
+
+
+# The interface name reaches a root unit and paths under /sys: only a strict subset of what Linux
+# allows (dev_valid_name: 1-15 bytes, no '/', ':' or whitespace, not '.' or '..') is accepted.
+@pytest.mark.parametrize('interface', [
+    'eth0;reboot', '$(reboot)', 'eth0 x', '../eth0', 'eth0/1', 'eth0:1', '.', '..', '-eth0',
+    'a' * 16, '', 'eth0\n',
+])
+def test_module_refuses_an_invalid_interface_name(run_module, host, interface):
+    failed, result = run_module(irq_affinity, {'root': str(host), 'interface': interface})
+    assert failed
+    assert result['msg'].startswith('interface %r is not a valid interface name' % interface), result['msg']
+
+
+@pytest.mark.parametrize('interface', ['eth0.100', 'br-1a2b3c4d5e6f', 'enp0s31f6', 'wg_0', 'a' * 15])
+def test_module_accepts_valid_interface_names(run_module, host, interface):
+    _failed, result = run_module(irq_affinity, {'root': str(host), 'interface': interface})
+    # Not on this fabricated host, but refused as missing, not as malformed.
+    assert result['msg'].startswith('interface %s not found' % interface), result['msg']
+
+
+# The boot-time program (roles/irq_affinity/files/vps-brain-irq-affinity) on the same trees. On a
+# host it imports the copy of plugins/module_utils/irq.py the role installs as ``irq``; here
+# ``irq`` is the module_utils the module imports.
+BOOT_PROGRAM = Path(__file__).resolve().parents[4] / 'roles/irq_affinity/files/vps-brain-irq-affinity'
+
+
+@pytest.fixture
+def boot(monkeypatch, capsys):
+    """Return run(root, interface, cpus) -> (exit status, stderr) of the boot program's main()."""
+    monkeypatch.setattr(sys, 'path', list(sys.path))
+    monkeypatch.setitem(sys.modules, 'irq', irq)
+    loader = importlib.machinery.SourceFileLoader('vps_brain_irq_affinity_boot', str(BOOT_PROGRAM))
+    program = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(program)
+    assert program.irq is irq
+
+    def run(root, interface, cpus):
+        capsys.readouterr()
+        try:
+            status = program.main(['--interface', interface, '--cpus', cpus, '--root', str(root)])
+        except SystemExit as exc:  # argparse refusing the arguments
+            status = exc.code
+        return status, capsys.readouterr().err
+
+    run.program = program
+    return run
+
+
+def affinities(root, irqs):
+    return {irq: root.read('proc/irq/%d/smp_affinity_list' % irq).strip() for irq in irqs}
+
+
+def test_boot_pins_virtio_nic_irqs_through_its_pci_device(boot, host):
+    status, stderr = boot(host, 'ens3', '0')
+    assert status == 0, stderr
+    # 37-39: virtio2's config, input and output vectors; 40 belongs to virtio20, another device.
+    assert affinities(host, (37, 38, 39, 40)) == {37: '0', 38: '0', 39: '0', 40: '0-3'}
+
+
+def test_boot_pins_msi_nic_irqs_by_name_and_msi_irqs(boot, host):
+    status, stderr = boot(host, 'eth0', '1')
+    assert status == 0, stderr
+    assert affinities(host, (24, 25, 26, 27, 28)) == {24: '1', 25: '1', 26: '1', 27: '0-3', 28: '1'}
+
+
+@pytest.mark.parametrize('interface, reason', [
+    ('lo', 'no IRQs found for interface lo (looked for lo in '),
+    ('wg0', 'interface wg0 not found (no '),
+])
+def test_boot_fails_loudly_when_it_finds_no_irq(boot, host, interface, reason):
+    status, stderr = boot(host, interface, '0')
+    assert status == 3
+    assert stderr.startswith('vps-brain-irq-affinity: ' + reason), stderr
+    assert stderr.rstrip().endswith(': nothing pinned'), stderr
+
+
+def test_boot_refuses_an_invalid_interface_name(boot, host):
+    status, stderr = boot(host, 'eth0;reboot', '0')
+    assert status != 0
+    assert "'eth0;reboot' is not a valid interface name" in stderr, stderr
+
+
+@pytest.mark.parametrize('interface', ['eth0', 'eth01', 'ens3'])
+def test_boot_pins_exactly_the_irqs_the_module_finds(run_module, boot, host, interface):
+    _failed, result = run_module(irq_affinity, {'root': str(host), 'interface': interface})
+    status, stderr = boot(host, interface, '2')
+    assert status == 0, stderr
+    every = (0, 24, 25, 26, 27, 28, 37, 38, 39, 40)
+    assert [n for n, cpus in affinities(host, every).items() if cpus == '2'] == result['irqs']
+
+
+def test_boot_reports_irqs_the_kernel_refuses(boot, host, monkeypatch):
+    refuse_writes_to(monkeypatch, 25)
+    monkeypatch.setattr(boot.program, 'open', irq_affinity.open, raising=False)
+    status, stderr = boot(host, 'eth0', '0')
+    assert status == 1
+    assert 'the kernel refused affinity 0 for IRQ 25 (Input/output error)' in stderr
+    assert affinities(host, (24, 25, 26, 28)) == {24: '0', 25: '0-3', 26: '0', 28: '0'}
