@@ -278,15 +278,31 @@ def test_redis_refusing_the_password_never_shows_it(
         f"redis:\n  url: redis://127.0.0.1:{redis_refusing.port}/0\n  password: {PASSWORD}\n"
         f"consumer:\n  store_dir: {tmp_path / 'store2'}\n  metrics_port: 0\n"
     )
+    # The password as a URL parameter: the collector's start-up line names the URL it writes to.
+    cfg_query = tmp_path / "query.yaml"
+    cfg_query.write_text(
+        f"redis:\n  url: 'redis://127.0.0.1:{redis_refusing.port}/0?password={PASSWORD}'\n"
+        "collector:\n  ws_url: ws://127.0.0.1:1\n  rest_url: http://127.0.0.1:1\n"
+        f"  spool_dir: {tmp_path / 'spool3'}\n  metrics_port: {free_port()}\n"
+    )
     col = Process("collect", "--config", str(cfg))
     cons = Process("consume", "--config", str(cfg_field))
+    col_query = Process("collect", "--config", str(cfg_query))
     try:
         col.until(lambda line: "invalid username-password" in line, "refusal logged by collect")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
         assert_no_secret(metrics.decode(), "collector metrics")
         cons.until(lambda line: "AuthenticationError" in line, "refusal logged by consume")
+        col_query.until(
+            lambda line: "invalid username-password" in line, "refusal logged by collect (query)"
+        )
     finally:
-        outputs = {"collect": col.stop(), "consume": cons.stop()}
+        outputs = {
+            "collect": col.stop(),
+            "consume": cons.stop(),
+            "collect, password as a URL parameter": col_query.stop(),
+        }
+    assert "collector started" in outputs["collect, password as a URL parameter"]
     for config in (cfg, cfg_field):
         for command in (["trim"], ["status", "--once", "--interval", "0.1"]):
             p = Process(*command, "--config", str(config))

@@ -35,7 +35,7 @@ from vps_brain.collect.stats import CollectorStats
 from vps_brain.collect.trim import trim_loop
 from vps_brain.collect.writer import Batcher, RedisWriter
 from vps_brain.collect.ws import Slot, split_streams
-from vps_brain.config import RedisSettings, Settings
+from vps_brain.config import RedisSettings, Settings, redact_url
 from vps_brain.frame import quarantine_key, stream_key
 
 log = logging.getLogger("vps_brain.collect")
@@ -184,7 +184,7 @@ class Collector:
             "collector started: %d streams on %d connections -> %s",
             len(self.streams),
             len(self.slots),
-            self.settings.redis.url.split("@")[-1],
+            redact_url(self.settings.redis.url),
         )
         failed = ""
         try:

@@ -36,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vps_brain.backoff import Backoff
+from vps_brain.config import redact_url
 from vps_brain.consume.metrics import ConsumerMetrics
 from vps_brain.frame import Decoder, FrameError, Record
 
@@ -384,7 +385,7 @@ async def live_records(
             keys = [k.decode() async for k in r.scan_iter(match=prefix + "*", _type="STREAM")]
             streams = [k[len(prefix) :] for k in keys]
         if not streams:
-            raise ValueError(f"no live streams match {prefix}* at {url}")
+            raise ValueError(f"no live streams match {prefix}* at {redact_url(url)}")
         last: dict[str, str] = {prefix + s: start for s in streams}
         while True:
             resp: Any = await r.xread(last, count=count, block=block_ms)  # type: ignore[arg-type]
