@@ -298,3 +298,17 @@ def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
     done = playbook("cutover.yml", "-e", "cutover_watch_seconds=5")
     assert done.returncode == 0, done.stdout[-3000:]
     assert states() == {"collector": "active", "consumer": "active", "direct": "inactive"}
+
+
+def test_a_failed_rerun_of_cutover_on_a_healthy_pipeline_leaves_collection_running():
+    """Its rescue undoes only what that run did: here it started nothing, so it stops nothing."""
+    assert states() == {"collector": "active", "consumer": "active", "direct": "inactive"}
+    rows = stored_rows()
+    # A lag bound no pipeline meets: the check after the watch fails, as a transient lag would.
+    failed = playbook("cutover.yml", "-e", "cutover_watch_seconds=2", "-e", "cutover_max_lag=-1")
+    out = failed.stdout + failed.stderr
+    assert failed.returncode != 0, out[-3000:]
+    assert "Cutover aborted at 'Check the lag stays bounded'" in out, out[-3000:]
+    assert "This run started nothing, so it stopped nothing" in out, out[-3000:]
+    assert states() == {"collector": "active", "consumer": "active", "direct": "inactive"}
+    wait_for(lambda: stored_rows() > rows, "store growth after the failed re-run")
