@@ -39,7 +39,7 @@ venv_part() {
   # The local index mirrors print one harmless warning per package; keep the output readable.
   quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
   quiet .venv/bin/pip install -q --upgrade pip
-  quiet .venv/bin/pip install -q -r requirements-dev.txt -e './collector[dev]'
+  quiet .venv/bin/pip install -q -r requirements-dev.txt -e './collector[dev,store]'
   rm -f .venv/.stamp-*
   touch "$stamp"
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 
 from vps_brain import __version__
@@ -24,6 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Optional dependencies, by the extra that installs them: the VPS runs without the store's.
+EXTRAS: dict[str, str] = {"pyarrow": "store"}
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra that would install the module an import missed, if it is an optional one."""
+    top = (exc.name or "").split(".")[0]
+    return EXTRAS.get(top)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vps-brain", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vps-brain {__version__}")
@@ -31,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(cmd)
+        try:
+            importlib.import_module(module).add_arguments(cmd)
+        except ModuleNotFoundError as exc:
+            if _missing_extra(exc) is None:
+                raise
+            # Listed, and refused with the reason when run (see main).
+            cmd.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -41,7 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    result: int = importlib.import_module(args._module).run(args)
+    try:
+        result: int = importlib.import_module(args._module).run(args)
+    except ModuleNotFoundError as exc:
+        extra = _missing_extra(exc)
+        if extra is None:
+            raise
+        print(
+            f"vps-brain {args.command}: needs {exc.name}, which is not installed here; "
+            f"install the package with its {extra!r} extra (pip install 'vps-brain[{extra}]')",
+            file=sys.stderr,
+        )
+        return 2
     return result
 
 

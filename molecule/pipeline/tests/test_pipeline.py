@@ -231,6 +231,13 @@ def test_every_message_reaches_the_brain_store_exactly_once():
     assert not set(store["channels"]) & {"gap", "_invalid", "quarantine"}, store["channels"]
 
 
+def test_only_the_brain_carries_the_store_dependencies():
+    """The consumer role installs vps-brain[store]; the VPS's collector venv has no pyarrow."""
+    assert VPS.run(f"{PY} -c 'import pyarrow'").rc != 0
+    assert BRAIN.run(f"{PY} -c 'import pyarrow'").rc == 0
+    assert VPS.run(f"{PY} -m vps_brain.cli collect --help").rc == 0
+
+
 # --------------------------------------------------------------------- rollback and failed cutover
 # Runs the playbooks against the scenario's inventory, after the data checks above: it stops the
 # exchange, so the stored sequences get a hole from here on.

@@ -1,7 +1,7 @@
 """Make one host platform's wheelhouse on the controller, once: the dependency wheels of the built
 vps-brain wheel for that platform, in one reproducible tar (DEST.tar).
 
-argv: DEST WHEEL PYTHON_VERSION PLATFORM... (pip's --python-version and --platform values, as the
+argv: DEST WHEEL PYTHON_VERSION PLATFORM... (WHEEL may name extras: vps_brain-X.whl[store]; pip's --python-version and --platform values, as the
 package_host_platform filter names them). The package role runs it with ansible.builtin.command argv
 and the controller's Python: the version and platforms come from a managed host, so they reach pip
 as single arguments and no shell ever parses them.
