@@ -1,4 +1,7 @@
-"""collector (VPS) and consumer (Brain) as sandboxed services: simulator -> Redis -> Parquet."""
+"""The collector (VPS) and the consumer (Brain) as sandboxed services, as site.yml installs them.
+
+The data they move is checked end to end in test_pipeline.py.
+"""
 
 import re
 import time
@@ -6,14 +9,18 @@ import time
 import pytest
 import testinfra
 
-VPS = testinfra.get_host("podman://vpsb-svc-vps")
-BRAIN = testinfra.get_host("podman://vpsb-svc-brain")
+VPS = testinfra.get_host("podman://vpsb-pipe-vps")
+BRAIN = testinfra.get_host("podman://vpsb-pipe-brain")
 UNITS = {
     "collector": (VPS, "vps-brain-collector.service", "vps-brain-collector"),
     "consumer": (BRAIN, "vps-brain-consumer.service", "vps-brain-consumer"),
 }
 DEADLINE_S = 90
-REDIS = "redis-cli --no-auth-warning --user probe --pass svc-probe-secret"
+# The collector's own Redis user on the VPS (it may SCAN, XLEN and XINFO the md:* streams).
+REDIS = (
+    "REDISCLI_AUTH=$(cat /etc/vps-brain/collector.redis-password)"
+    " redis-cli --no-auth-warning --user collector"
+)
 
 
 def main_pid(host, unit):
@@ -50,12 +57,22 @@ def test_runs_as_its_own_non_root_user(role):
     assert host.user(user).shell == "/usr/sbin/nologin"
 
 
-def test_collector_runs_on_the_last_cpu_consumer_on_cpu_0():
-    last = int(VPS.check_output("nproc --all")) - 1
+def test_collector_runs_on_the_isolated_cpus_consumer_on_cpu_0():
+    """Every thread where the unit says: the collector on the CPUs cpu_isolation isolated (the
+    last one on a 2-CPU host), the consumer on CPU 0 (consumer_cpus in host_vars)."""
+    # isolcpus=[flag,...,]cpulist (the role writes managed_irq,domain,<cpus>): the CPUs are the
+    # items that are not flags.
+    param = VPS.check_output("grep -ho 'isolcpus=[^ \"]*' /etc/default/grub.d/*.cfg | head -n1")
+    assert param, "no isolcpus= in the GRUB drop-in"
+    isolated = ",".join(
+        i for i in param.split("=", 1)[1].split(",") if not i.isalpha() and "_" not in i
+    )
+    assert isolated, param
     for host, unit, want in (
-        (VPS, UNITS["collector"][1], str(last)),
+        (VPS, UNITS["collector"][1], isolated),
         (BRAIN, UNITS["consumer"][1], "0"),
     ):
+        assert host.check_output(f"systemctl show -P CPUAffinity {unit}"), unit
         pid = main_pid(host, unit)
         lists = host.check_output(
             f"grep -h Cpus_allowed_list /proc/{pid}/task/*/status | sort -u"
