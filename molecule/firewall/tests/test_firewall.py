@@ -40,6 +40,27 @@ def test_ssh_only_from_the_admin_sources(host):
     assert all("192.0.2.0/24" in rule or "2001:db8::/32" in rule for rule in rules)
 
 
+@pytest.mark.parametrize("host", [VPS, BRAIN], ids=["vps", "brain"])
+def test_rules_dropped_from_the_variables_are_revoked(host):
+    # converge.yml first applies a third admin source and a fourth tunnel port, then runs the role
+    # without them: both rules are gone from the stored rules and from the running firewall.
+    added = host.check_output("ufw show added")
+    running = host.check_output("iptables-save")
+    assert "198.51.100.0/24" not in added
+    assert "198.51.100.0/24" not in running
+    assert "port 9999" not in added
+    assert "--dport 9999" not in running
+    # What the role still names is still there.
+    assert "from 192.0.2.0/24 to any port 22 proto tcp" in added
+    assert "from 2001:db8::/32 to any port 22 proto tcp" in added
+    assert "port 9121 proto tcp" in added
+
+
+@pytest.mark.parametrize("host", [VPS, BRAIN], ids=["vps", "brain"])
+def test_rules_the_role_does_not_own_are_kept(host):
+    assert "ufw allow 8080/tcp comment 'operator rule'" in host.check_output("ufw show added")
+
+
 @pytest.mark.parametrize("port", TUNNEL_ONLY_PORTS)
 def test_stand_in_listens_on_every_address_of_the_vps(port):
     # Control: the service is up and bound to every address: a refusal below is the firewall's.
