@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.marketdata.vps_brain.plugins.module_utils import irq
@@ -71,3 +73,11 @@ def test_no_irq_is_an_error_that_says_why(fake_root, setup, message):
 def test_an_invalid_name_is_refused_before_any_path_is_built(fake_root):
     with pytest.raises(irq.IrqDiscoveryError, match=r"^interface '\.\./\.\./etc' is not a valid interface name"):
         irq.interface_irqs(str(fake_root), '../../etc')
+
+
+def test_the_role_refuses_interface_names_with_the_same_pattern():
+    """One pattern: the role's preflight assert (Jinja, before any change) spells the one in irq.py."""
+    tasks = Path(__file__).resolve().parents[4] / 'roles' / 'irq_affinity' / 'tasks' / 'main.yml'
+    text = tasks.read_text(encoding='utf-8')
+    assert "regex('%s', match_type='fullmatch')" % irq.INTERFACE_NAME_PATTERN in text
+    assert text.count("match_type='fullmatch'") == 1
