@@ -62,9 +62,9 @@ if ((setup_ok)); then
     echo "module-tests+sanity $here/test-modules.sh"
     echo "collection-install $here/test-collection.sh"
   } >"$queue"
-  # The two pipeline scenarios are the longest by far: they start first, the host checks next on
-  # the other workers, then the other scenarios, longest first.
-  { head -n2 "$queue"; grep -v '^molecule-' "$queue"; tail -n +3 "$queue" | grep '^molecule-'; } \
+  # The pipeline scenario is the longest by far: it starts first, the host checks next on the other
+  # workers, then the other scenarios, longest first.
+  { head -n1 "$queue"; grep -v '^molecule-' "$queue"; tail -n +2 "$queue" | grep '^molecule-'; } \
     >"$queue.ordered"
   mv "$queue.ordered" "$queue"
 
