@@ -63,6 +63,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from vps_brain.frame import StreamId, parse_id
+
 ROOT = Path(__file__).resolve().parents[1]
 
 VPS = "vpsb-lab-vps"
@@ -81,8 +83,6 @@ RATE_OPTIONS = ("--depth-rate", "--trade-rate", "--ticker-rate")
 # Share of each channel when the lab's unit names no rates.
 DEFAULT_SHARES = (0.1, 0.45, 0.45)
 MIB = 1024 * 1024
-
-StreamId = tuple[int, int]
 
 
 class SoakError(RuntimeError):
@@ -280,11 +280,6 @@ class Sample:
     @property
     def added(self) -> int:
         return sum(s.added for s in self.streams.values())
-
-
-def parse_id(raw: str) -> StreamId:
-    ms, _, seq = raw.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def json_values(text: str) -> Iterator[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import struct
 
 import pytest
@@ -10,7 +11,9 @@ from conftest import RedisServer
 
 from vps_brain.frame import (
     HEADER,
+    INVALID_CHANNEL,
     BatchEncoder,
+    Channel,
     FrameError,
     Kind,
     Record,
@@ -19,8 +22,13 @@ from vps_brain.frame import (
     encode_batch,
     encode_plain,
     encode_records,
+    format_id,
+    parse_id,
+    partition_channel,
     quarantine_key,
+    sequence_channel,
     stream_key,
+    stream_pattern,
 )
 
 RECORDS = [
@@ -127,3 +135,41 @@ def test_entries_round_trip_through_a_real_redis(redis_server: RedisServer) -> N
     entries = r.xrange(key)
     got = [rec for _id, fields in entries for rec in decode_entry(fields)]
     assert got == [*RECORDS, RECORDS[1]]
+
+
+def test_stream_ids_parse_to_tuples_that_order_like_redis_and_format_back() -> None:
+    assert parse_id(b"1723161254024-3") == parse_id("1723161254024-3") == (1723161254024, 3)
+    assert parse_id("5") == (5, 0)
+    assert parse_id(b"9-10") > parse_id(b"9-9") > parse_id(b"8-100")
+    assert format_id(parse_id("1723161254024-3")) == "1723161254024-3"
+
+
+@pytest.mark.parametrize(
+    ("name", "sequence", "partition"),
+    [
+        ("ethusdt@trade", Channel.TRADE, "trade"),
+        ("ethusdt@depth", Channel.DEPTH, "depth"),
+        ("ethusdt@depth@100ms", Channel.DEPTH, "depth"),
+        ("ethusdt@bookTicker", Channel.TICKER, "bookTicker"),
+        ("ethusdt@aggTrade", Channel.OTHER, "aggTrade"),
+        # They differ: a partial book has no U/u chain to check, but is stored as its own channel.
+        ("ethusdt@depth5", Channel.OTHER, "depth5"),
+        ("ethusdt@depth20@100ms", Channel.OTHER, "depth20"),
+        # A name that is no safe directory, or that is a record kind's channel, is not stored
+        # under its own name; the collector simply does not check it.
+        ("ethusdt@gap", Channel.OTHER, INVALID_CHANNEL),
+        ("ethusdt@../x", Channel.OTHER, INVALID_CHANNEL),
+        ("ethusdt", Channel.OTHER, INVALID_CHANNEL),
+    ],
+)
+def test_sequence_and_partition_channels_answer_different_questions(
+    name: str, sequence: Channel, partition: str
+) -> None:
+    assert sequence_channel(name) is sequence
+    assert partition_channel(name) == partition
+
+
+def test_stream_pattern_matches_the_stream_keys() -> None:
+    assert fnmatch.fnmatchcase(stream_key("binance", "ETHUSDT"), stream_pattern("binance"))
+    assert fnmatch.fnmatchcase(quarantine_key("binance"), stream_pattern())
+    assert not fnmatch.fnmatchcase(stream_key("binance", "ethusdt"), stream_pattern("kraken"))

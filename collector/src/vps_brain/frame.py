@@ -24,9 +24,10 @@ Example::
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Final, NamedTuple
 
 import zstandard
@@ -35,20 +36,31 @@ __all__ = [
     "CODECS",
     "FORMAT_VERSION",
     "HEADER",
+    "INVALID_CHANNEL",
+    "KIND_CHANNEL",
     "MAX_DECODED_BYTES",
+    "RAW_CHANNELS",
+    "ZERO_ID",
     "BatchEncoder",
+    "Channel",
     "Decoder",
     "EntryFields",
     "FrameError",
     "Kind",
     "Record",
+    "StreamId",
     "UnknownVersionError",
     "decode_entry",
     "encode_batch",
     "encode_plain",
     "encode_records",
+    "format_id",
+    "parse_id",
+    "partition_channel",
     "quarantine_key",
+    "sequence_channel",
     "stream_key",
+    "stream_pattern",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -99,6 +111,94 @@ def stream_key(exchange: str, symbol: str) -> str:
 def quarantine_key(exchange: str) -> str:
     """The stream for records that cannot be attributed to a symbol: ``md:binance:_quarantine``."""
     return f"{STREAM_PREFIX}:{exchange.lower()}:{QUARANTINE_SYMBOL}"
+
+
+def stream_pattern(exchange: str | None = None) -> str:
+    """The SCAN pattern of the streams of ``exchange`` (``md:binance:*``), or of all (``md:*``)."""
+    return f"{STREAM_PREFIX}:{exchange.lower()}:*" if exchange else f"{STREAM_PREFIX}:*"
+
+
+# ------------------------------------------------------------------------------ stream ids
+
+#: A stream entry id ``<ms>-<seq>`` as a tuple: tuples order as Redis orders entry ids.
+StreamId = tuple[int, int]
+ZERO_ID: Final[StreamId] = (0, 0)
+
+
+def parse_id(raw: bytes | str) -> StreamId:
+    """``b"1723161254024-3"`` -> ``(1723161254024, 3)``; ``"5"`` (no sequence) -> ``(5, 0)``."""
+    s = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = s.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(sid: StreamId) -> str:
+    """``(1723161254024, 3)`` -> ``"1723161254024-3"`` (the inverse of :func:`parse_id`)."""
+    return f"{sid[0]}-{sid[1]}"
+
+
+# ---------------------------------------------------------------------------- channel names
+#
+# A MESSAGE record carries the exchange's combined-stream name, ``<symbol>@<channel>[@<speed>]``
+# (``ethusdt@depth@100ms``). Two questions are asked of it, with different answers on purpose:
+#
+# * :func:`sequence_channel` (collector): which sequence rules apply? Only the diff-depth stream
+#   (``depth``, ``depth@100ms``) has U/u chains; partial-book streams (``depth5``, ``depth20``)
+#   are snapshots without a chain, so they are ``OTHER`` like any stream it does not check.
+# * :func:`partition_channel` (store): which directory do the rows go to? The channel part as
+#   written (``depth5`` stays ``depth5``), or :data:`INVALID_CHANNEL` when it cannot be a safe
+#   directory name or would collide with a record kind's channel (:data:`KIND_CHANNEL`).
+
+
+class Channel(Enum):
+    """The sequence rules of a stream (:func:`sequence_channel`)."""
+
+    TRADE = "trade"
+    DEPTH = "depth"
+    TICKER = "bookTicker"
+    OTHER = "other"
+
+
+def sequence_channel(stream_name: str) -> Channel:
+    """``ethusdt@depth@100ms`` -> ``DEPTH``; ``ethusdt@depth5`` -> ``OTHER`` (no U/u chain)."""
+    _, _, ch = stream_name.partition("@")
+    if ch == "trade":
+        return Channel.TRADE
+    if ch.startswith("depth") and not ch[5:6].isdigit():  # depth, depth@100ms (not depth5/10/20)
+        return Channel.DEPTH
+    if ch == "bookTicker":
+        return Channel.TICKER
+    return Channel.OTHER
+
+
+#: The store's channel of the records that are not websocket messages.
+KIND_CHANNEL: Final[dict[int, str]] = {
+    Kind.SNAPSHOT: "snapshot",
+    Kind.GAP: "gap",
+    Kind.QUARANTINE: "quarantine",
+    Kind.CONTROL: "control",
+}
+#: The store's channel of a message whose stream name (or JSON) is unusable.
+INVALID_CHANNEL: Final = "_invalid"
+#: Channels whose rows carry no columns of their own.
+RAW_CHANNELS: Final = frozenset({"gap", "quarantine", "control", INVALID_CHANNEL})
+#: Channel names become directory names: nothing but these characters.
+_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
+_partition_channels: dict[str, str] = {}
+
+
+def partition_channel(stream_name: str) -> str:
+    """``ethusdt@depth@100ms`` -> ``depth``, ``ethusdt@depth5`` -> ``depth5``;
+    :data:`INVALID_CHANNEL` for an unusable name."""
+    channel = _partition_channels.get(stream_name)
+    if channel is None:
+        parts = stream_name.split("@", 2) if isinstance(stream_name, str) else []
+        channel = parts[1] if len(parts) > 1 else INVALID_CHANNEL
+        if channel in RAW_CHANNELS or not _CHANNEL_RE.fullmatch(channel):
+            channel = INVALID_CHANNEL
+        if len(_partition_channels) < 100_000:  # bounded: names come from the network
+            _partition_channels[stream_name] = channel
+    return channel
 
 
 # ---------------------------------------------------------------------------------------- encode

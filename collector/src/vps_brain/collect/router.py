@@ -30,7 +30,7 @@ from enum import Enum
 import orjson
 
 from vps_brain.collect.stats import CollectorStats
-from vps_brain.frame import Kind, quarantine_key, stream_key
+from vps_brain.frame import Channel, Kind, quarantine_key, sequence_channel, stream_key
 
 log = logging.getLogger("vps_brain.collect")
 
@@ -42,24 +42,6 @@ ID_LIMIT = 1 << 63
 Emit = Callable[[str, int, int, bytes], None]
 
 _MESSAGE = int(Kind.MESSAGE)
-
-
-class Channel(Enum):
-    TRADE = "trade"
-    DEPTH = "depth"
-    TICKER = "bookTicker"
-    OTHER = "other"
-
-
-def channel_of(stream: str) -> Channel:
-    _, _, ch = stream.partition("@")
-    if ch == "trade":
-        return Channel.TRADE
-    if ch.startswith("depth") and not ch[5:6].isdigit():  # depth, depth@100ms (not depth5/10/20)
-        return Channel.DEPTH
-    if ch == "bookTicker":
-        return Channel.TICKER
-    return Channel.OTHER
 
 
 class DepthSync(Enum):
@@ -119,7 +101,7 @@ class Router:
         self.streams: dict[str, StreamState] = {}
         for s in streams:
             sym = s.split("@", 1)[0].lower()
-            self.streams[s] = StreamState(s, sym, channel_of(s), stream_key(exchange, sym))
+            self.streams[s] = StreamState(s, sym, sequence_channel(s), stream_key(exchange, sym))
         self.depth_of: dict[str, StreamState] = {
             st.symbol: st for st in self.streams.values() if st.channel is Channel.DEPTH
         }

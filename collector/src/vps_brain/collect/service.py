@@ -35,26 +35,15 @@ from vps_brain.collect.stats import CollectorStats
 from vps_brain.collect.trim import trim_loop
 from vps_brain.collect.writer import Batcher, RedisWriter
 from vps_brain.collect.ws import Slot, split_streams
-from vps_brain.config import RedisSettings, Settings, redact_url
+from vps_brain.config import Settings, redact_url
 from vps_brain.frame import quarantine_key, stream_key
+from vps_brain.redisclient import async_client
 
 log = logging.getLogger("vps_brain.collect")
 
 #: The whole shutdown fits in this (seconds). The unit (roles/collector/templates/
 #: vps-brain-collector.service.j2) has TimeoutStopSec=30; a test keeps this 5 s below it at least.
 SHUTDOWN_TIMEOUT_S = 20.0
-
-
-def redis_client(cfg: RedisSettings) -> aioredis.Redis:
-    """An asyncio client (hiredis parser when installed) authenticating as the configured user."""
-    return aioredis.from_url(
-        cfg.url,
-        username=cfg.username,
-        password=cfg.resolved_password(),
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.connect_timeout_s,
-        decode_responses=False,
-    )
 
 
 class Collector:
@@ -76,7 +65,7 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         c = self.cfg
         stats = self.stats
-        r = redis_client(self.settings.redis)
+        r = async_client(self.settings.redis)
         spool = Spool(c.spool_dir, c.spool_max_bytes, c.spool_segment_bytes, stats=stats)
         if len(spool):
             log.info("spool holds %d batches from a previous run: draining first", len(spool))

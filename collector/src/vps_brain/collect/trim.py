@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from vps_brain.config import CollectorSettings, RedisSettings
+from vps_brain.frame import format_id, parse_id, stream_pattern
+from vps_brain.redisclient import async_client
+
 log = logging.getLogger("vps_brain.collect.trim")
-
-
-def _parse_id(value: bytes | str) -> tuple[int, int]:
-    raw = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = raw.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def safe_trim_point(
@@ -40,12 +38,12 @@ async def safe_trim_point(
     point: tuple[int, int] | None = None
     for g in groups:
         name = g["name"]
-        ms, seq = _parse_id(g["last-delivered-id"])
+        ms, seq = parse_id(g["last-delivered-id"])
         cand = (ms, seq + 1)
         if int(g.get("pending", 0)) > 0:
             summary = await r.xpending(key, name)
             if summary.get("min") is not None:  # None: acked in the meantime
-                cand = min(cand, _parse_id(summary["min"]))
+                cand = min(cand, parse_id(summary["min"]))
         if point is None or cand < point:
             point = cand
     return point
@@ -68,8 +66,19 @@ async def trim_once(
             point = min(point, (now_ms() - int(min_retention_s * 1000), 0))
         if point[0] <= 0 or point[0] >= 2**63:
             continue
-        removed += int(await r.xtrim(key, minid=f"{point[0]}-{point[1]}", approximate=True))
+        removed += int(await r.xtrim(key, minid=format_id(point), approximate=True))
     return removed
+
+
+async def trim_exchange(redis_cfg: RedisSettings, cfg: CollectorSettings) -> int:
+    """Trim every stream of ``cfg.exchange`` once (``vps-brain trim``); entries removed."""
+    r = async_client(redis_cfg)
+    try:
+        pattern = stream_pattern(cfg.exchange)
+        keys = [k.decode() async for k in r.scan_iter(match=pattern, _type="stream")]
+        return await trim_once(r, keys, cfg.trim_min_retention_s, cfg.trim_require_group)
+    finally:
+        await r.aclose()
 
 
 async def trim_loop(

@@ -23,12 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _trim(settings: Settings, min_retention_s: float) -> int:
-    from vps_brain.collect.service import redis_client
     from vps_brain.collect.trim import trim_once
+    from vps_brain.frame import stream_pattern
+    from vps_brain.redisclient import async_client
 
-    r = redis_client(settings.redis)
+    r = async_client(settings.redis)
     try:
-        pattern = f"md:{settings.collector.exchange}:*"
+        pattern = stream_pattern(settings.collector.exchange)
         keys = [k.decode() async for k in r.scan_iter(match=pattern, _type="stream")]
         return await trim_once(r, keys, min_retention_s, settings.collector.trim_require_group)
     finally:

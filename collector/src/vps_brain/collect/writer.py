@@ -39,20 +39,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from vps_brain.backoff import Backoff
 from vps_brain.collect.spool import Batch, Entry, Spool, SpoolFull
 from vps_brain.collect.stats import CollectorStats
-from vps_brain.frame import HEADER, BatchEncoder, Kind, Record, encode_plain
+from vps_brain.frame import HEADER, BatchEncoder, Kind, Record, encode_plain, parse_id
 
 log = logging.getLogger("vps_brain.collect.writer")
 
 DRAIN_CHUNK_BYTES = 4 * 1024 * 1024
 ROUND_MAX_BATCHES = 256
-
-
-def parse_id(entry_id: bytes | str) -> tuple[int, int]:
-    """``b"<ms>-<seq>"`` as a tuple that orders like Redis orders stream ids."""
-    if isinstance(entry_id, str):
-        entry_id = entry_id.encode()
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
 
 
 class IdGen:

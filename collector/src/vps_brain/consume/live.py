@@ -30,8 +30,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,6 +37,7 @@ from vps_brain.backoff import Backoff
 from vps_brain.config import redact_url
 from vps_brain.consume.metrics import ConsumerMetrics
 from vps_brain.frame import Decoder, FrameError, Record
+from vps_brain.redisclient import async_client
 
 log = logging.getLogger("vps_brain.consume.live")
 
@@ -316,11 +315,11 @@ class LivePublisher:
         started = time.perf_counter()
         async with asyncio.timeout(self.publish_timeout_s):
             if self._redis is None:
-                self._redis = aioredis.Redis.from_url(
+                self._redis = async_client(
                     self.url,
-                    socket_timeout=self.socket_timeout_s,
-                    socket_connect_timeout=self.connect_timeout_s,
-                    retry=Retry(NoBackoff(), 0),  # our backoff, not one hidden in the client
+                    socket_timeout_s=self.socket_timeout_s,
+                    connect_timeout_s=self.connect_timeout_s,
+                    retries=0,  # our backoff, not one hidden in the client
                 )
             pipe = self._redis.pipeline(transaction=False)
             for stream, entry_id, fields in batch:
@@ -378,7 +377,7 @@ async def live_records(
     ``start="$"`` yields only what arrives from now on; ``"0"`` replays what the capped live
     stream still holds. Entries that fail to decode are skipped (the store has them).
     """
-    r = aioredis.Redis.from_url(url)
+    r = async_client(url)
     decoder = Decoder()
     try:
         if streams is None:

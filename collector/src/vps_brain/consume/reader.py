@@ -40,8 +40,9 @@ from vps_brain.backoff import Backoff
 from vps_brain.config import ConsumerSettings, RedisSettings
 from vps_brain.consume.live import LiveHub, LivePublisher
 from vps_brain.consume.metrics import ConsumerMetrics
-from vps_brain.consume.store import ParquetStore, StoreWriteError, StreamId, parse_id
-from vps_brain.frame import Decoder, FrameError
+from vps_brain.consume.store import ParquetStore, StoreWriteError
+from vps_brain.frame import Decoder, FrameError, StreamId, parse_id
+from vps_brain.redisclient import async_client
 
 log = logging.getLogger("vps_brain.consume")
 
@@ -76,19 +77,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()  # everything alive at start-up is never scanned again
     gc.set_threshold(50_000, 20, 20)
-
-
-def connect(redis_cfg: RedisSettings, **kw: Any) -> aioredis.Redis:
-    """A client for the VPS Redis as the configured ACL user."""
-    r: aioredis.Redis = aioredis.Redis.from_url(
-        redis_cfg.url,
-        username=redis_cfg.username,
-        password=redis_cfg.resolved_password(),
-        socket_timeout=redis_cfg.socket_timeout_s,
-        socket_connect_timeout=redis_cfg.connect_timeout_s,
-        **kw,
-    )
-    return r
 
 
 def _s(v: bytes | str) -> str:
@@ -161,7 +149,7 @@ class Consumer:
         r: aioredis.Redis | None = None
         try:
             while not self._stop.is_set():
-                r = connect(self.redis_cfg)
+                r = async_client(self.redis_cfg)
                 try:
                     await self._session(r, backoff)
                 except _NET_ERRORS as exc:
@@ -204,7 +192,7 @@ class Consumer:
             return
         if not acks:
             return
-        r = connect(self.redis_cfg)
+        r = async_client(self.redis_cfg)
         try:
             await self._ack(r, acks)
         except _NET_ERRORS:

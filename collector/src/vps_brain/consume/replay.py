@@ -25,7 +25,8 @@ from typing import NamedTuple
 import orjson
 import pyarrow.parquet as pq
 
-from vps_brain.consume.store import StreamId, part_range, uncovered
+from vps_brain.consume.store import part_range, uncovered
+from vps_brain.frame import StreamId, format_id
 
 _COLUMNS = ["entry_ms", "entry_seq", "rec", "recv_ns", "kind", "payload"]
 
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 doc = {
                     "recv_ns": r.recv_ns,
                     "stream": r.stream,
-                    "id": f"{r.entry_id[0]}-{r.entry_id[1]}",
+                    "id": format_id(r.entry_id),
                     "rec": r.rec,
                     "kind": r.kind,
                     "channel": r.channel,

@@ -13,14 +13,19 @@ record kinds. A message whose JSON cannot be parsed goes to the ``_invalid`` cha
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 import pyarrow as pa
 
-from vps_brain.frame import Kind
+from vps_brain.frame import (
+    INVALID_CHANNEL,
+    KIND_CHANNEL,
+    RAW_CHANNELS,
+    Kind,
+    partition_channel,
+)
 
 SCHEMA: Final = pa.schema(
     [
@@ -105,13 +110,6 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], Extractor]]] = {
 _GENERIC: Final = (("event_ms",), _event)
 _RAW: Final = ((), _none)
 
-KIND_CHANNEL: Final[dict[int, str]] = {
-    Kind.SNAPSHOT: "snapshot",
-    Kind.GAP: "gap",
-    Kind.QUARANTINE: "quarantine",
-    Kind.CONTROL: "control",
-}
-INVALID_CHANNEL: Final = "_invalid"
 
 NS_PER_DAY: Final = 86_400 * 1_000_000_000
 _day_names: dict[int, str] = {}
@@ -128,31 +126,11 @@ def day_name(recv_ns: int) -> str:
 
 
 def layout(channel: str) -> tuple[tuple[str, ...], Extractor]:
-    return LAYOUTS.get(channel) or (_RAW if channel in _RAW_CHANNELS else _GENERIC)
+    return LAYOUTS.get(channel) or (_RAW if channel in RAW_CHANNELS else _GENERIC)
 
 
-_RAW_CHANNELS: Final = frozenset({"gap", "quarantine", "control", INVALID_CHANNEL})
-
-#: Channel names become directory names: nothing but these characters.
-_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
-
-
-_channel_of: dict[str, str] = {}
-
-
-def channel_of(stream_name: str) -> str:
-    """``ethusdt@depth@100ms`` -> ``depth``; :data:`INVALID_CHANNEL` for an unusable name."""
-    channel = _channel_of.get(stream_name)
-    if channel is None:
-        parts = stream_name.split("@", 2) if isinstance(stream_name, str) else []
-        channel = parts[1] if len(parts) > 1 else INVALID_CHANNEL
-        if channel in _RAW_CHANNELS or not _CHANNEL_RE.fullmatch(channel):
-            channel = INVALID_CHANNEL
-        if len(_channel_of) < 100_000:  # bounded: names come from the network
-            _channel_of[stream_name] = channel
-    return channel
 
 
 def classify(kind: int, payload: bytes) -> tuple[str, tuple[Any, ...]]:
@@ -161,7 +139,7 @@ def classify(kind: int, payload: bytes) -> tuple[str, tuple[Any, ...]]:
         try:
             env = _loads(payload)
             data = env["data"]
-            channel = _channel_of.get(env["stream"]) or channel_of(env["stream"])
+            channel = partition_channel(env["stream"])
             # Fast paths for the common channels; any surprise falls back to .get() below.
             if channel == "bookTicker":
                 return channel, (data["u"], data["b"], data["B"], data["a"], data["A"])
@@ -194,7 +172,7 @@ def _classify_slow(payload: bytes) -> tuple[str, tuple[Any, ...]]:
         return INVALID_CHANNEL, ()
     if not isinstance(data, dict) or not isinstance(stream, str):
         return INVALID_CHANNEL, ()
-    channel = channel_of(stream)
+    channel = partition_channel(stream)
     if channel == INVALID_CHANNEL:
         return channel, ()
     lay = LAYOUTS.get(channel)

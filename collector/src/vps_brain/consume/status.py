@@ -30,6 +30,8 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from vps_brain.redisclient import sync_client
+
 Metrics = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
@@ -245,13 +247,9 @@ def run(args: argparse.Namespace) -> int:
     r: redis.Redis | None = None
     if not args.no_vps_redis:
         rc = settings.redis
-        r = redis.Redis.from_url(
-            args.vps_redis or rc.url,
-            username=rc.username,
-            password=rc.resolved_password(),
-            socket_timeout=rc.socket_timeout_s,
-            socket_connect_timeout=rc.connect_timeout_s,
-        )
+        if args.vps_redis:
+            rc = rc.model_copy(update={"url": args.vps_redis})
+        r = sync_client(rc)
     title = f"(group {cons.group})"
 
     def sample() -> Sample:

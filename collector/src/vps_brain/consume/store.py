@@ -45,11 +45,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vps_brain.consume.rows import NS_PER_DAY, SCHEMA, classify, day_name, layout
-from vps_brain.frame import Record
+from vps_brain.frame import ZERO_ID, Record, StreamId, format_id, parse_id
 
-StreamId = tuple[int, int]
 T = TypeVar("T")
-ZERO_ID: Final[StreamId] = (0, 0)
 
 QUARANTINE_SCHEMA: Final = pa.schema(
     [
@@ -70,17 +68,6 @@ class StoreError(RuntimeError):
 
 class StoreWriteError(OSError):
     """A flush failed (disk full, I/O error); nothing was committed, the buffer is intact."""
-
-
-def parse_id(raw: bytes | str) -> StreamId:
-    """``b"1723161254024-3"`` -> ``(1723161254024, 3)``."""
-    s = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = s.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def format_id(sid: StreamId) -> str:
-    return f"{sid[0]}-{sid[1]}"
 
 
 def split_stream(stream: str) -> tuple[str, str]:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 
 from vps_brain.collect.service import Collector
 from vps_brain.config import Settings
 from vps_brain.frame import Kind, Record, decode_entry
+from vps_brain.redisclient import sync_client
 from vps_brain.sim.server import Simulator
 
 
@@ -79,7 +79,7 @@ async def wait_until(
 
 def read_stream(redis_url: str, key: str) -> list[Record]:
     """Every record of a stream, in order (synchronous client)."""
-    r = redis.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     out: list[Record] = []
     entries: list[tuple[bytes, dict[bytes, bytes]]] = r.xrange(key)  # type: ignore[assignment]
     for _id, fields in entries:
