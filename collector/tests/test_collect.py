@@ -6,12 +6,7 @@ from pathlib import Path
 
 import orjson
 from conftest import RedisServer
-
-from vps_brain.config import SimulatorSettings
-from vps_brain.frame import Kind, quarantine_key, stream_key
-from vps_brain.recordings import read_recording
-from vps_brain.sim import Simulator
-from vps_brain.sim.harness import (
+from harness import (
     check_sequences,
     messages_by_stream,
     read_stream,
@@ -19,6 +14,11 @@ from vps_brain.sim.harness import (
     settings_for,
     wait_until,
 )
+
+from vps_brain.config import SimulatorSettings
+from vps_brain.frame import Kind, quarantine_key, stream_key
+from vps_brain.recordings import read_recording
+from vps_brain.sim import Simulator
 
 STREAMS = ("trade", "depth@100ms", "bookTicker")
 

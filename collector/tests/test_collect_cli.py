@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 
 from conftest import RedisServer, free_port
+from harness import messages_by_stream, read_stream
 
 from vps_brain.frame import Kind, stream_key
-from vps_brain.sim.harness import messages_by_stream, read_stream
 
 # The commands the collector's ACL user needs (the redis role grants the same).
 COLLECTOR_ACL = (
@@ -67,7 +67,7 @@ def test_simulate_and_collect_processes_with_an_acl_user(
     cfg = tmp_path / "collector.yaml"
     cfg.write_text(
         f"redis:\n  url: {redis_server.url}\n  username: collector\n  password_file: {pw}\n"
-        f"collector:\n  ws_url: ws://127.0.0.1:{sim_port}\n"
+        f"collector:\n  symbols: [ethusdt]\n  ws_url: ws://127.0.0.1:{sim_port}\n"
         f"  rest_url: http://127.0.0.1:{sim_port}\n  spool_dir: {tmp_path / 'spool'}\n"
         f"  metrics_port: {metrics_port}\n  trim_interval_s: 0.2\n"
     )

@@ -19,11 +19,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import RedisServer
+from harness import running_collector, settings_for, wait_until
 
 from vps_brain.collect.service import Collector
 from vps_brain.config import SimulatorSettings
 from vps_brain.sim import Simulator
-from vps_brain.sim.harness import running_collector, settings_for, wait_until
 
 METRIC = "vps_brain_collector_permanent_errors_total"
 CHANNELS = ("trade", "depth@100ms", "bookTicker")

@@ -8,11 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from conftest import RedisServer, make_redis
-
-from vps_brain.config import SimulatorSettings
-from vps_brain.frame import Kind, Record, decode_entry, stream_key
-from vps_brain.sim import Simulator
-from vps_brain.sim.harness import (
+from harness import (
     check_sequences,
     messages_by_stream,
     read_stream,
@@ -20,6 +16,10 @@ from vps_brain.sim.harness import (
     settings_for,
     wait_until,
 )
+
+from vps_brain.config import SimulatorSettings
+from vps_brain.frame import Kind, Record, decode_entry, stream_key
+from vps_brain.sim import Simulator
 
 
 def sim_settings(**kw: object) -> SimulatorSettings:

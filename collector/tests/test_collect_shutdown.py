@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RedisServer, make_redis
+from harness import messages_by_stream, settings_for, wait_until
 
 from vps_brain.collect import service
 from vps_brain.collect.service import Collector
@@ -28,7 +29,6 @@ from vps_brain.config import Settings, SimulatorSettings
 from vps_brain.frame import decode_entry, stream_key
 from vps_brain.recordings import read_recording
 from vps_brain.sim import Simulator
-from vps_brain.sim.harness import messages_by_stream, settings_for, wait_until
 
 UNIT = Path(__file__).resolve().parents[2] / (
     "roles/collector/templates/vps-brain-collector.service.j2"

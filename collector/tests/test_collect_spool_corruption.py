@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from conftest import RedisServer
+from harness import wait_until
 
 from vps_brain.collect.spool import Batch, Entry, Spool
 from vps_brain.collect.stats import CollectorStats
 from vps_brain.collect.writer import RedisWriter
 from vps_brain.frame import BatchEncoder, Kind, Record, decode_entry, stream_key
 from vps_brain.recordings import read_recording
-from vps_brain.sim.harness import wait_until
 
 KEY = stream_key("binance", "ethusdt")
 PER_BATCH = 40
@@ -176,7 +176,7 @@ async def test_a_corrupt_item_met_while_draining_is_quarantined_and_draining_con
     seg = fill(spool, batches)
     flip_bit_inside(seg, batches[30])  # after the spool was opened: met only by the drain
     r = aioredis.from_url(redis_server.url)
-    writer = RedisWriter(r, spool, stats)
+    writer = RedisWriter(r, spool, stats=stats)
     task = asyncio.create_task(writer.run())
     try:
         await wait_until(lambda: len(spool) == 0 or task.done(), 20, "the spool drained")

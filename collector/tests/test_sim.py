@@ -7,19 +7,19 @@ from pathlib import Path
 import aiohttp
 import orjson
 from conftest import RedisServer
-
-from vps_brain.config import SimulatorSettings
-from vps_brain.frame import stream_key
-from vps_brain.orderbook import check_against_tickers
-from vps_brain.recordings import read_recording
-from vps_brain.sim import Simulator
-from vps_brain.sim.harness import (
+from harness import (
     messages_by_stream,
     read_stream,
     running_collector,
     settings_for,
     wait_until,
 )
+
+from vps_brain.config import SimulatorSettings
+from vps_brain.frame import stream_key
+from vps_brain.orderbook import check_against_tickers
+from vps_brain.recordings import read_recording
+from vps_brain.sim import Simulator
 
 
 def sim_settings(**kw: object) -> SimulatorSettings:

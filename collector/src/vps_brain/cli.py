@@ -1,8 +1,10 @@
 """The `vps-brain` command line: one entry point, one sub-command per service.
 
-Each sub-command lives in its own module that exposes ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their command runs, so ``vps-brain --help``
-stays fast and a broken optional dependency of one service cannot break another.
+Each sub-command lives in its own module of :mod:`vps_brain.commands` that exposes
+``add_arguments(parser)`` and ``run(args) -> int`` (table :data:`COMMANDS`). Every module is
+imported to build the parser, so they import their service only inside ``run``; a module whose
+optional dependency is missing (:data:`EXTRAS`) is still listed and, when run, refused with the
+extra that installs it, so a missing extra of one service cannot break another.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from vps_brain import __version__
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("vps_brain.sim.cli", "Local fake Binance Spot: websocket streams + REST, faults"),
-    "collect": ("vps_brain.collect.cli", "VPS: Binance streams -> Redis Streams, loss-free"),
-    "trim": ("vps_brain.collect.trim_cli", "VPS: trim streams below what every group acknowledged"),
-    "consume": ("vps_brain.consume.command", "Brain: VPS streams -> exactly-once store, live feed"),
-    "replay": ("vps_brain.consume.replay", "Brain: read the store back in stream order"),
-    "status": ("vps_brain.consume.status", "Dashboard: rates, lag, spool, memory, tunnel latency"),
+    "simulate": (
+        "vps_brain.commands.simulate",
+        "Local fake Binance Spot: websocket streams + REST, faults",
+    ),
+    "collect": ("vps_brain.commands.collect", "VPS: Binance streams -> Redis Streams, loss-free"),
+    "trim": ("vps_brain.commands.trim", "VPS: trim streams below what every group acknowledged"),
+    "consume": (
+        "vps_brain.commands.consume",
+        "Brain: VPS streams -> exactly-once store, live feed",
+    ),
+    "replay": ("vps_brain.commands.replay", "Brain: read the store back in stream order"),
+    "status": ("vps_brain.commands.status", "Dashboard: rates, lag, spool, memory, tunnel latency"),
 }
 
 

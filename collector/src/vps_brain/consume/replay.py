@@ -1,10 +1,9 @@
-"""``vps-brain replay``: read the store back in stream order.
+"""Reading the store back in stream order (the library behind ``vps-brain replay``).
 
 Within one stream (one exchange + symbol) records come back in the order of the VPS stream:
 ``(entry id, index in entry)``, merged across the channel and date partitions (a snapshot, the
 diffs around it and the trades interleave exactly as received). Several streams are merged by
-receive time. The default output is the recordings' format, ``<recv_ns> <payload>`` per line,
-so a replay can be fed to anything that reads shared/data/binance files.
+receive time.
 
 For analysis, the same files open directly as a hive-partitioned dataset::
 
@@ -14,19 +13,16 @@ For analysis, the same files open directly as a hive-partitioned dataset::
 
 from __future__ import annotations
 
-import argparse
 import heapq
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import orjson
 import pyarrow.parquet as pq
 
 from vps_brain.consume.store import part_range, uncovered
-from vps_brain.frame import StreamId, format_id
+from vps_brain.frame import StreamId
 
 _COLUMNS = ["entry_ms", "entry_seq", "rec", "recv_ns", "kind", "payload"]
 
@@ -150,69 +146,3 @@ def iter_store(
         yield from iters[0]
     else:
         yield from heapq.merge(*iters, key=lambda r: (r.recv_ns, r.stream))
-
-
-# ----------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="settings file (consumer.store_dir)")
-    parser.add_argument("--store", type=Path, help="store directory (default: from settings)")
-    parser.add_argument("--exchange", action="append", help="only this exchange (repeatable)")
-    parser.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
-    parser.add_argument("--channel", action="append", help="only this channel (repeatable)")
-    parser.add_argument(
-        "--format",
-        choices=["line", "jsonl"],
-        default="line",
-        help="line: '<recv_ns> <payload>' like the recordings; jsonl: one object per record",
-    )
-    parser.add_argument(
-        "--check-book",
-        metavar="SYMBOL",
-        help="rebuild SYMBOL's order book and compare it with the stored bookTickers",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    root: Path
-    if args.store is not None:
-        root = args.store
-    else:
-        from vps_brain.config import load_settings
-
-        root = load_settings(args.config).consumer.store_dir
-    if args.check_book:
-        from vps_brain.orderbook import check_against_tickers
-
-        records = iter_store(root, exchanges=args.exchange, symbols=[args.check_book])
-        result = check_against_tickers(((r.kind, r.payload) for r in records), args.check_book)
-        print(
-            f"{args.check_book}: {result.diffs_applied} diffs applied, {result.compared} "
-            f"bookTickers compared, {result.mismatches} mismatches, {result.gaps} gaps"
-        )
-        for line in result.examples:
-            print("  " + line)
-        return 0 if result.ok and result.compared > 0 else 1
-    out = sys.stdout.buffer
-    try:
-        for r in iter_store(
-            root, exchanges=args.exchange, symbols=args.symbol, channels=args.channel
-        ):
-            if args.format == "line":
-                out.write(b"%d %s\n" % (r.recv_ns, r.payload))
-            else:
-                doc = {
-                    "recv_ns": r.recv_ns,
-                    "stream": r.stream,
-                    "id": format_id(r.entry_id),
-                    "rec": r.rec,
-                    "kind": r.kind,
-                    "channel": r.channel,
-                    "payload": r.payload.decode("utf-8", "replace"),
-                }
-                out.write(orjson.dumps(doc) + b"\n")
-        out.flush()
-    except BrokenPipeError:
-        return 0
-    return 0

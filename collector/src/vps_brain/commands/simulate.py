@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 from pathlib import Path
 from typing import Any
 
-from vps_brain.config import ConfigError, SimulatorSettings, load_settings
+from vps_brain.commands import refuse, settings_from_args, split_list
+from vps_brain.config import ConfigError
 from vps_brain.logs import setup_logging
 
 
@@ -44,47 +44,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("json", "text"), default="text")
 
 
-def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
-    base = load_settings(args.config).simulator
-    data: dict[str, Any] = base.model_dump()
-    for key, attr in (
-        ("host", "host"),
-        ("port", "port"),
-        ("depth_rate", "depth_rate"),
-        ("trade_rate", "trade_rate"),
-        ("ticker_rate", "ticker_rate"),
-        ("max_messages", "max_messages"),
-        ("replay_speed", "speed"),
-        ("ping_interval_s", "ping_interval"),
-    ):
-        value = getattr(args, attr)
-        if value is not None:
-            data[key] = value
-    if args.symbols:
-        data["symbols"] = args.symbols.split(",")
-    if args.replay:
-        data["mode"] = "replay"
-        data["replay_files"] = args.replay
-    for item in args.fault:
+def _faults(items: list[str]) -> dict[str, Any]:
+    """``--fault NAME=VALUE`` flags as overrides of ``simulator.faults``."""
+    out: dict[str, Any] = {}
+    for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name.isidentifier():
             raise ConfigError(f"--fault {item!r}: expected NAME=VALUE")
-        data["faults"][name] = value
-    try:
-        return SimulatorSettings.model_validate(data)
-    except ValueError as exc:
-        raise ConfigError(f"invalid simulator settings: {exc}") from None
+        out[f"simulator.faults.{name}"] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from vps_brain.sim.server import serve
 
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(
+            args,
+            {
+                "simulator.host": args.host,
+                "simulator.port": args.port,
+                "simulator.symbols": split_list(args.symbols),
+                "simulator.depth_rate": args.depth_rate,
+                "simulator.trade_rate": args.trade_rate,
+                "simulator.ticker_rate": args.ticker_rate,
+                "simulator.max_messages": args.max_messages,
+                "simulator.mode": "replay" if args.replay else None,
+                "simulator.replay_files": args.replay,
+                "simulator.replay_speed": args.speed,
+                "simulator.ping_interval_s": args.ping_interval,
+                **_faults(args.fault),
+            },
+        )
     except ConfigError as exc:
-        print(f"vps-brain simulate: {exc}", file=sys.stderr)
-        return 2
+        return refuse("simulate", exc)
     setup_logging("INFO", args.log_format)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings.simulator))
     return 0

@@ -1,9 +1,13 @@
-"""Helpers to run the collector against the simulator in one event loop (tests, bench, lab).
+"""The tests' harness: the collector run against the simulator in one event loop.
 
-async with Simulator(sim_settings) as sim, running_collector(settings_for(sim, url, spool)) as c:
-    await wait_until(lambda: c.stats.messages_in_total() >= n)
-    await c.flushed()
-records = read_stream(redis_url, "md:binance:ethusdt")
+It lives with the tests, not in :mod:`vps_brain.sim`: the simulator knows nothing of the
+collector (``test_sim_imports_nothing_of_the_collector_or_the_consumer``)::
+
+    async with Simulator(sim_settings) as sim:
+        async with running_collector(settings_for(sim, url, spool)) as c:
+            await wait_until(lambda: c.stats.messages_in_total() >= n)
+            await c.flushed()
+    records = read_stream(redis_url, "md:binance:ethusdt")
 """
 
 from __future__ import annotations

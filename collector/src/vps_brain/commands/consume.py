@@ -13,9 +13,9 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-from vps_brain.config import ConfigError, load_settings
+from vps_brain.commands import refuse, settings_from_args
+from vps_brain.config import ConfigError
 from vps_brain.logs import setup_logging
 
 log = logging.getLogger("vps_brain.consume")
@@ -37,34 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
+        settings = settings_from_args(
+            args,
+            {
+                "redis.url": args.redis_url,
+                "consumer.store_dir": args.store,
+                "consumer.group": args.group or None,
+                "consumer.consumer_name": args.name or None,
+                "consumer.streams": args.stream,
+                "consumer.flush_interval_s": args.flush_interval,
+                "consumer.metrics_port": args.metrics_port,
+                "consumer.live": True if args.live_url else None,
+                "consumer.live_redis_url": args.live_url or None,
+            },
+        )
     except ConfigError as exc:
-        print(exc)
-        return 2
-    cons: dict[str, Any] = {}
-    if args.store is not None:
-        cons["store_dir"] = args.store
-    if args.group:
-        cons["group"] = args.group
-    if args.name:
-        cons["consumer_name"] = args.name
-    if args.stream:
-        cons["streams"] = args.stream
-    if args.flush_interval is not None:
-        cons["flush_interval_s"] = args.flush_interval
-    if args.metrics_port is not None:
-        cons["metrics_port"] = args.metrics_port
-    if args.live_url:
-        cons["live"] = True
-        cons["live_redis_url"] = args.live_url
-    try:
-        cfg = settings.consumer.model_validate({**settings.consumer.model_dump(), **cons})
-        redis_cfg = settings.redis
-        if args.redis_url:
-            redis_cfg = redis_cfg.model_validate({**redis_cfg.model_dump(), "url": args.redis_url})
-    except ValueError as exc:
-        print(f"invalid option: {exc}")
-        return 2
+        return refuse("consume", exc)
+    cfg = settings.consumer
     setup_logging(cfg.log_level, cfg.log_format)
 
     from vps_brain.consume.metrics import ConsumerMetrics
@@ -74,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = ConsumerMetrics()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_host, cfg.metrics_port)
-    consumer = Consumer(cfg, redis_cfg, metrics=metrics)
+    consumer = Consumer(cfg, settings.redis, metrics=metrics)
     tune_gc()
     # A commit thread building tables holds the GIL in long stretches; hand it back to the
     # event loop (live feed, reads) every millisecond instead of every 5 ms.

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
-from vps_brain.config import ConfigError, Settings, format_validation_error, load_settings
+from vps_brain.commands import refuse, settings_from_args, split_list
+from vps_brain.config import ConfigError, Settings
 from vps_brain.logs import setup_logging
 
 
@@ -35,33 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-config", action="store_true", help="validate and exit")
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
-    data: dict[str, Any] = settings.model_dump(mode="python")
-    data["redis"]["password"] = settings.redis.password
-    col = data["collector"]
-    for attr, key in (
-        ("ws_url", "ws_url"),
-        ("rest_url", "rest_url"),
-        ("spool_dir", "spool_dir"),
-        ("framing", "framing"),
-        ("metrics_port", "metrics_port"),
-    ):
-        value = getattr(args, attr)
-        if value is not None:
-            col[key] = value
-    if args.symbols:
-        col["symbols"] = args.symbols.split(",")
-    if args.channels:
-        col["channels"] = args.channels.split(",")
-    if args.redis_url:
-        data["redis"]["url"] = args.redis_url
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:  # the file was valid: the flags are wrong
-        raise ConfigError(format_validation_error(exc, "command line")) from None
-
-
 async def _main(settings: Settings) -> None:
     from vps_brain.collect.service import Collector
 
@@ -74,10 +44,21 @@ async def _main(settings: Settings) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(
+            args,
+            {
+                "redis.url": args.redis_url,
+                "collector.ws_url": args.ws_url,
+                "collector.rest_url": args.rest_url,
+                "collector.symbols": split_list(args.symbols),
+                "collector.channels": split_list(args.channels),
+                "collector.spool_dir": args.spool_dir,
+                "collector.framing": args.framing,
+                "collector.metrics_port": args.metrics_port,
+            },
+        )
     except ConfigError as exc:
-        print(f"vps-brain collect: {exc}", file=sys.stderr)
-        return 2
+        return refuse("collect", exc)
     if args.check_config:
         print("configuration OK")
         return 0
