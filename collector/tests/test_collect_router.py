@@ -40,7 +40,13 @@ def ticker(u: int) -> bytes:
 
 def make() -> tuple[Router, Sink]:
     sink = Sink()
-    router = Router("binance", STREAMS, sink.emit, CollectorStats(), sink.snapshots.append)
+    router = Router(
+        "binance",
+        STREAMS,
+        emit=sink.emit,
+        request_snapshot=sink.snapshots.append,
+        stats=CollectorStats(),
+    )
     return router, sink
 
 

@@ -49,7 +49,7 @@ async def run_writer(
     r = aioredis.Redis.from_url(redis_server.url)
     await r.xadd(KEY, FOREIGN, id=f"{TOP}-0")
     spool = Spool(tmp_path / "spool", 64 << 20, 1 << 20)
-    writer = RedisWriter(r, spool, CollectorStats())
+    writer = RedisWriter(r, spool, stats=CollectorStats())
     for b in batches:
         writer.queued_records += b.records
         writer.submit(b)
@@ -127,7 +127,7 @@ async def run_writer_on_existing(
     """As :func:`run_writer`, on a stream the test filled itself."""
     r = aioredis.Redis.from_url(redis_server.url)
     spool = Spool(tmp_path / "spool", 64 << 20, 1 << 20)
-    writer = RedisWriter(r, spool, CollectorStats())
+    writer = RedisWriter(r, spool, stats=CollectorStats())
     await writer.seed_ids([KEY])
     for b in batches:
         writer.queued_records += b.records
@@ -159,7 +159,7 @@ async def test_spooled_batches_with_stale_ids_drain_in_receive_order(
             Batch(KEY, [entry(4, f"{TOP + 2}-0")], 1),
         ]
     )
-    writer = RedisWriter(r, spool, CollectorStats())
+    writer = RedisWriter(r, spool, stats=CollectorStats())
     await writer.seed_ids([KEY])
     writer.submit(Batch(KEY, [entry(5, f"{TOP + 3}-0")], 1))
     writer.queued_records += 1

@@ -228,7 +228,9 @@ def test_no_malformed_frame_escapes_and_every_good_frame_is_emitted_once(
     rng = random.Random(seed)
     sink = Sink()
     stats = CollectorStats()
-    router = Router("binance", STREAMS, sink.emit, stats, lambda _symbol: None)
+    router = Router(
+        "binance", STREAMS, emit=sink.emit, request_snapshot=lambda _symbol: None, stats=stats
+    )
     fed: list[Fed] = []
     for i, (recv_ns, raw) in enumerate(frames):
         item = mutate(rng, raw) if rng.random() < MUTATED_SHARE else Fed(raw, None, False)
@@ -288,7 +290,9 @@ def test_a_frame_with_ids_outside_the_format_is_quarantined_and_the_stream_goes_
 ) -> None:
     sink = Sink()
     stats = CollectorStats()
-    router = Router("binance", STREAMS, sink.emit, stats, lambda _symbol: None)
+    router = Router(
+        "binance", STREAMS, emit=sink.emit, request_snapshot=lambda _symbol: None, stats=stats
+    )
     before = [depth(1, 10), trade(1)]
     after = [depth(11, 20), depth(21, 30), trade(2), trade(3)]
     for raw in before:

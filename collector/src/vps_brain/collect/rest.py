@@ -127,10 +127,14 @@ class SnapshotFetcher:
         self,
         rest_url: str,
         limit: int,
+        *,
+        # Shared with the rest of the process.
         budget: WeightBudget,
         stats: CollectorStats,
+        # The router: takes a snapshot, says whether one is still wanted.
         on_snapshot: Callable[[str, int, bytes], bool],
         still_wanted: Callable[[str], bool],
+        # Timing of a request and of its retries.
         jitter_s: float = 0.5,
         timeout_s: float = 10.0,
         backoff_max_s: float = 30.0,

@@ -87,9 +87,12 @@ class Router:
         self,
         exchange: str,
         streams: list[str],
+        *,
+        # Where records and snapshot requests go.
         emit: Emit,
-        stats: CollectorStats,
         request_snapshot: Callable[[str], None],
+        stats: CollectorStats,
+        # Validation.
         max_frame_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.exchange = exchange

@@ -47,7 +47,7 @@ SHUTDOWN_TIMEOUT_S = 20.0
 
 
 class Collector:
-    def __init__(self, settings: Settings, stats: CollectorStats | None = None) -> None:
+    def __init__(self, settings: Settings, *, stats: CollectorStats | None = None) -> None:
         self.settings = settings
         self.cfg = settings.collector
         self.stats = stats or CollectorStats()
@@ -72,21 +72,21 @@ class Collector:
         writer = self.writer = RedisWriter(
             r,
             spool,
-            stats,
-            c.queue_max_records,
-            c.redis_high_watermark,
-            c.redis_low_watermark,
-            c.memory_check_interval_s,
+            stats=stats,
+            queue_max_records=c.queue_max_records,
+            high_watermark=c.redis_high_watermark,
+            low_watermark=c.redis_low_watermark,
+            memory_check_interval_s=c.memory_check_interval_s,
         )
         await writer.seed_ids(self.keys)
         batcher = self.batcher = Batcher(
             writer,
-            c.framing,
-            c.codec,
-            c.zstd_level,
-            c.batch_max_records,
-            c.batch_max_bytes,
-            c.batch_max_delay_ms,
+            framing=c.framing,
+            codec=c.codec,
+            level=c.zstd_level,
+            max_records=c.batch_max_records,
+            max_bytes=c.batch_max_bytes,
+            max_delay_ms=c.batch_max_delay_ms,
         )
         fetcher: SnapshotFetcher | None = None
 
@@ -95,19 +95,24 @@ class Collector:
             fetcher.request(symbol)
 
         router = self.router = Router(
-            c.exchange, self.streams, batcher.add, stats, request_snapshot, c.max_frame_bytes
+            c.exchange,
+            self.streams,
+            emit=batcher.add,
+            request_snapshot=request_snapshot,
+            stats=stats,
+            max_frame_bytes=c.max_frame_bytes,
         )
         writer.on_full = lambda full: setattr(router, "backpressure", full)
         fetcher = SnapshotFetcher(
             c.rest_url,
             c.snapshot_limit,
-            WeightBudget(c.rest_weight_per_minute),
-            stats,
-            router.on_snapshot,
-            router.snapshot_wanted,
-            c.resync_jitter_s,
-            c.rest_timeout_s,
-            c.reconnect_max_s,
+            budget=WeightBudget(c.rest_weight_per_minute),
+            stats=stats,
+            on_snapshot=router.on_snapshot,
+            still_wanted=router.snapshot_wanted,
+            jitter_s=c.resync_jitter_s,
+            timeout_s=c.rest_timeout_s,
+            backoff_max_s=c.reconnect_max_s,
         )
         metrics_server: Any = None
         if c.metrics_port:
@@ -142,17 +147,17 @@ class Collector:
                 Slot(
                     i,
                     c.ws_url,
-                    group,
-                    router,
-                    stats,
-                    session,
-                    writer.wait_room,
-                    c.renew_after_s,
-                    c.renew_overlap_s,
-                    c.reconnect_min_s,
-                    c.reconnect_max_s,
-                    c.idle_timeout_s,
-                    max(4 * c.max_frame_bytes, 1 << 20),
+                    streams=group,
+                    router=router,
+                    stats=stats,
+                    session=session,
+                    wait_room=writer.wait_room,
+                    renew_after_s=c.renew_after_s,
+                    renew_overlap_s=c.renew_overlap_s,
+                    reconnect_min_s=c.reconnect_min_s,
+                    reconnect_max_s=c.reconnect_max_s,
+                    idle_timeout_s=c.idle_timeout_s,
+                    max_msg_size=max(4 * c.max_frame_bytes, 1 << 20),
                 )
             )
         slots = self.slots

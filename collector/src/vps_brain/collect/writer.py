@@ -85,9 +85,12 @@ class Batcher:
     def __init__(
         self,
         writer: RedisWriter,
+        *,
+        # The shape of an entry (docs/frame-format.md).
         framing: str = "batch",
         codec: str = "zstd",
         level: int | None = None,
+        # A batch closes at the first of these.
         max_records: int = 2000,
         max_bytes: int = 1024 * 1024,
         max_delay_ms: float = 5.0,
@@ -159,11 +162,15 @@ class RedisWriter:
         self,
         client: aioredis.Redis,
         spool: Spool,
+        *,
         stats: CollectorStats,
+        # Backpressure: the in-memory queue's bound.
         queue_max_records: int = 200_000,
+        # Spill to the spool above high, drain back below low (fractions of maxmemory).
         high_watermark: float = 0.85,
         low_watermark: float = 0.70,
         memory_check_interval_s: float = 1.0,
+        # Retrying an unreachable Redis.
         backoff_max_s: float = 5.0,
     ) -> None:
         self.r = client

@@ -51,6 +51,7 @@ class Connection:
         self,
         ws: aiohttp.ClientWebSocketResponse[bool],
         cid: int,
+        *,
         router: Router,
         wait_room: Callable[[], Awaitable[None]],
         idle_timeout_s: float,
@@ -131,13 +132,17 @@ class Slot:
         self,
         index: int,
         ws_url: str,
+        *,
         streams: list[str],
+        # Shared with the other slots.
         router: Router,
         stats: CollectorStats,
         session: aiohttp.ClientSession,
         wait_room: Callable[[], Awaitable[None]],
+        # Renewal before the exchange's 24 h cut.
         renew_after_s: float,
         renew_overlap_s: float,
+        # Reconnection and liveness.
         reconnect_min_s: float,
         reconnect_max_s: float,
         idle_timeout_s: float,
@@ -186,7 +191,11 @@ class Slot:
             ws = await self._connect(self.streams)
             if ws is not None:
                 return Connection(
-                    ws, next(_conn_ids), self.router, self.wait_room, self.idle_timeout_s
+                    ws,
+                    next(_conn_ids),
+                    router=self.router,
+                    wait_room=self.wait_room,
+                    idle_timeout_s=self.idle_timeout_s,
                 )
             refused = await self._refused(self.streams)
             if not refused:

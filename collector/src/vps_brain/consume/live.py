@@ -196,9 +196,10 @@ class LivePublisher:
     def __init__(
         self,
         url: str,
+        *,
+        # Where entries go on the live Redis: stream ``prefix + key``, capped at ``maxlen``.
         prefix: str = "live:",
         maxlen: int = 100_000,
-        *,
         # Bounds on the live Redis: nothing waits for it longer than this.
         socket_timeout_s: float = 1.0,
         connect_timeout_s: float = 1.0,

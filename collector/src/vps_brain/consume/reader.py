@@ -48,22 +48,31 @@ log = logging.getLogger("vps_brain.consume")
 
 #: ACL rules of the Brain's user on the VPS Redis: read and acknowledge the market-data streams,
 #: manage its own group, probe; no command that writes market data (XADD, XDEL, XTRIM, DEL...).
+#: The redis role grants the same (roles/redis/defaults/main.yml ``redis_acl_users.brain``;
+#: tests/test_role_defaults.py holds the two equal).
 READER_ACL: Final = (
-    "resetkeys",
     "~md:*",
     "resetchannels",
     "-@all",
-    "+xreadgroup",
-    "+xack",
-    "+xautoclaim",
-    "+xpending",
-    "+xinfo",
-    "+xlen",
-    "+xgroup|create",
-    "+xgroup|createconsumer",
+    "+ping",
+    "+hello",
+    "+client|setname",
     "+scan",
     "+type",
-    "+ping",
+    "+exists",
+    "+xreadgroup",
+    "+xread",
+    "+xack",
+    "+xautoclaim",
+    "+xclaim",
+    "+xpending",
+    "+xinfo",
+    "+xgroup|create",
+    "+xgroup|createconsumer",
+    "+xgroup|delconsumer",
+    "+xrange",
+    "+xrevrange",
+    "+xlen",
     "+info",
 )
 
@@ -107,7 +116,10 @@ class Consumer:
         )
         self.publisher = (
             LivePublisher(
-                cfg.live_redis_url, cfg.live_prefix, cfg.live_maxlen, metrics=self.metrics
+                cfg.live_redis_url,
+                prefix=cfg.live_prefix,
+                maxlen=cfg.live_maxlen,
+                metrics=self.metrics,
             )
             if cfg.live
             else None
