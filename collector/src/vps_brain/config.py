@@ -136,7 +136,7 @@ class CollectorSettings(Section):
     ws_url: str = "wss://data-stream.binance.vision"
     #: Base REST URL; the collector calls ``/api/v3/depth``.
     rest_url: str = "https://data-api.binance.vision"
-    symbols: list[str] = Field(default_factory=lambda: ["ethusdt"], min_length=1)
+    symbols: list[str] = Field(default_factory=lambda: ["btcusdt", "ethusdt"], min_length=1)
     #: Channels per symbol: ``trade``, ``depth@100ms`` (or ``depth``), ``bookTicker``, ...
     channels: list[str] = Field(
         default_factory=lambda: ["trade", "depth@100ms", "bookTicker"], min_length=1
@@ -170,7 +170,7 @@ class CollectorSettings(Section):
     #: Bound of the in-memory queue between receivers and the writer (records).
     queue_max_records: PositiveInt = 200_000
 
-    spool_dir: Path = Path("/var/lib/vps-brain/spool")
+    spool_dir: Path = Path("/var/lib/vps-brain-collector/spool")
     spool_max_bytes: PositiveInt = 8 * 1024**3
     spool_segment_bytes: PositiveInt = 64 * 1024**2
     #: Spill to the spool when Redis used_memory exceeds this fraction of maxmemory.
@@ -279,7 +279,7 @@ class ConsumerSettings(Section):
     block_ms: PositiveInt = 1000
     #: Pending entries of another consumer of the group idle this long are claimed (XAUTOCLAIM).
     claim_min_idle_ms: Annotated[int, Field(ge=0)] = 10_000
-    store_dir: Path = Path("/var/lib/vps-brain/store")
+    store_dir: Path = Path("/var/lib/vps-brain-consumer/store")
     #: A part file is written (then checkpointed, then acknowledged) at the first bound reached.
     flush_interval_s: PositiveFloat = 60.0
     flush_max_records: PositiveInt = 500_000
