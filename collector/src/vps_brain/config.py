@@ -14,7 +14,8 @@ No message shows a secret: values of secret fields and of unknown keys (a mistyp
 are never shown, URLs are shown through :func:`redact_url` (no userinfo password, no
 ``?password=``), YAML errors give the line and column but not the line itself, and pydantic's own
 ``ValidationError`` text leaves inputs out (``hide_input_in_errors``), so a caller that prints one
-of the sections' errors (``vps-brain consume``) shows no input either.
+shows no input either. Command-line flags are applied and validated the same way
+(:func:`vps_brain.commands.apply_overrides`, attributed to ``[command line]``).
 
 Adding a section (e.g. the consumer's)::
 

@@ -1,6 +1,8 @@
 """The wire format of a stream entry, version 1: the one implementation of docs/frame-format.md.
 
-Collector and consumer both import this module; nothing else builds or parses entries.
+Collector and consumer both import this module; nothing else builds or parses entries, stream
+keys (:func:`stream_key`, :func:`stream_pattern`), entry ids (:func:`parse_id`, :func:`format_id`)
+or the channel of a stream name (:func:`sequence_channel`, :func:`partition_channel`).
 
 A *record* is one thing received from the exchange, kept byte for byte, plus its receive time in
 ns and a kind (:class:`Kind`). Records travel in Redis stream entries of two shapes:

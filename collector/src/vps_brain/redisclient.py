@@ -19,7 +19,7 @@ the default timeouts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import redis
 import redis.asyncio as aioredis
@@ -34,12 +34,21 @@ RETRY_MIN_S = 0.05
 RETRY_MAX_S = 1.0
 
 
+class Overrides(TypedDict, total=False):
+    """What one caller may set differently from the settings (every key optional)."""
+
+    #: Deliberately different bounds of one caller (default: the settings').
+    socket_timeout_s: float
+    connect_timeout_s: float
+    #: Retries of a failed command inside the client (default: redis-py's; 0: none).
+    retries: int
+    #: PING a connection idle this long before using it (default 0: never).
+    health_check_interval_s: int
+
+
 def _connection(
     settings: RedisSettings | str,
-    socket_timeout_s: float | None,
-    connect_timeout_s: float | None,
-    retries: int | None,
-    health_check_interval_s: int,
+    overrides: Overrides,
     retry_class: type[syncretry.Retry] | type[aioretry.Retry],
 ) -> tuple[str, dict[str, Any]]:
     """The URL and the client options of both factories."""
@@ -47,62 +56,28 @@ def _connection(
     kw: dict[str, Any] = {
         "username": cfg.username,
         "password": cfg.resolved_password(),
-        "socket_timeout": cfg.socket_timeout_s if socket_timeout_s is None else socket_timeout_s,
-        "socket_connect_timeout": (
-            cfg.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
-        ),
-        "health_check_interval": health_check_interval_s,
+        "socket_timeout": overrides.get("socket_timeout_s", cfg.socket_timeout_s),
+        "socket_connect_timeout": overrides.get("connect_timeout_s", cfg.connect_timeout_s),
+        "health_check_interval": overrides.get("health_check_interval_s", 0),
         "decode_responses": False,
     }
-    if retries is not None:
-        kw["retry"] = retry_class(Backoff(RETRY_MIN_S, RETRY_MAX_S), retries)
+    if "retries" in overrides:
+        kw["retry"] = retry_class(Backoff(RETRY_MIN_S, RETRY_MAX_S), overrides["retries"])
     return cfg.url, kw
 
 
-def async_client(
-    settings: RedisSettings | str,
-    *,
-    # Deliberately different bounds of one caller (default: the settings').
-    socket_timeout_s: float | None = None,
-    connect_timeout_s: float | None = None,
-    # Retries of a failed command inside the client (None: redis-py's default; 0: none).
-    retries: int | None = None,
-    health_check_interval_s: int = 0,
-) -> aioredis.Redis:
+def async_client(settings: RedisSettings | str, **overrides: Unpack[Overrides]) -> aioredis.Redis:
     """An asyncio client (hiredis parser when installed) authenticating as the configured user."""
-    url, kw = _connection(
-        settings,
-        socket_timeout_s,
-        connect_timeout_s,
-        retries,
-        health_check_interval_s,
-        aioretry.Retry,
-    )
+    url, kw = _connection(settings, overrides, aioretry.Retry)
     client: aioredis.Redis = aioredis.Redis.from_url(url, **kw)
     return client
 
 
-def sync_client(
-    settings: RedisSettings | str,
-    *,
-    # Deliberately different bounds of one caller (default: the settings').
-    socket_timeout_s: float | None = None,
-    connect_timeout_s: float | None = None,
-    # Retries of a failed command inside the client (None: redis-py's default; 0: none).
-    retries: int | None = None,
-    health_check_interval_s: int = 0,
-) -> redis.Redis:
+def sync_client(settings: RedisSettings | str, **overrides: Unpack[Overrides]) -> redis.Redis:
     """A blocking client, with the same options as :func:`async_client`."""
-    url, kw = _connection(
-        settings,
-        socket_timeout_s,
-        connect_timeout_s,
-        retries,
-        health_check_interval_s,
-        syncretry.Retry,
-    )
+    url, kw = _connection(settings, overrides, syncretry.Retry)
     client: redis.Redis = redis.Redis.from_url(url, **kw)
     return client
 
 
-__all__ = ["RETRY_MAX_S", "RETRY_MIN_S", "async_client", "sync_client"]
+__all__ = ["RETRY_MAX_S", "RETRY_MIN_S", "Overrides", "async_client", "sync_client"]

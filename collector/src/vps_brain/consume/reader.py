@@ -1,4 +1,4 @@
-"""``vps-brain consume``: VPS Redis streams -> exactly-once store on the Brain (+ live feed).
+"""The consumer behind ``vps-brain consume``: VPS Redis streams -> exactly-once store (+ live feed).
 
 Life of the consumer (one process per store; the store's lock enforces it):
 

@@ -5,9 +5,10 @@ of the stream entry id, ``rec`` = index of the record inside the entry), which i
 order, and ``recv_ns``, the collector's receive time. Prices and quantities stay the exchange's
 strings (exact); ids and times are int64. Columns that do not apply to a channel are null.
 
-The channel (the partition) is the stream name's second part (``ethusdt@depth@100ms`` -> ``depth``)
-for websocket messages, and ``snapshot``, ``gap``, ``quarantine``, ``control`` for the other
-record kinds. A message whose JSON cannot be parsed goes to the ``_invalid`` channel, raw.
+The channel (the partition) of a websocket message is :func:`vps_brain.frame.partition_channel` of
+its stream name (``ethusdt@depth@100ms`` -> ``depth``); the other record kinds go to
+:data:`vps_brain.frame.KIND_CHANNEL` (``snapshot``, ``gap``, ``quarantine``, ``control``). A
+message whose JSON or stream name cannot be used goes to the ``_invalid`` channel, raw.
 """
 
 from __future__ import annotations
