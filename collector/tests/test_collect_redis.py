@@ -16,10 +16,16 @@ from harness import (
     settings_for,
     wait_until,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vps_brain.config import SimulatorSettings
 from vps_brain.frame import Kind, Record, decode_entry, stream_key
 from vps_brain.sim import Simulator
+
+# Draining a full spool into a Redis the Brain empties takes seconds; a bound turns a stall into
+# a failure that names it.
+FLUSH_TIMEOUT_S = 120
 
 
 def sim_settings(**kw: object) -> SimulatorSettings:
@@ -119,13 +125,22 @@ async def test_brain_offline_fills_redis_then_acks_and_trimming_let_the_spool_dr
     await r.xgroup_create(key, "brain", id="0", mkstream=True)
     consumed: list[Record] = []
 
+    # The reader stops between commands: a task cancelled inside redis-py's blocking XREADGROUP
+    # can hang on a loaded machine (seen), and so can closing the client it was using.
+    stop = asyncio.Event()
+
     async def brain() -> None:
-        while True:
-            got = await r.xreadgroup("brain", "b1", {key: ">"}, count=50, block=100)
-            for _key, entries in got or []:
-                for eid, fields in entries:
-                    consumed.extend(decode_entry(fields))
-                    await r.xack(key, "brain", eid)
+        # A real reader rides out a dropped connection; this one must too, or nobody acks, Redis
+        # stays full and the spool never drains.
+        while not stop.is_set():
+            try:
+                got = await r.xreadgroup("brain", "b1", {key: ">"}, count=50, block=100)
+                for _key, entries in got or []:
+                    for eid, fields in entries:
+                        await r.xack(key, "brain", eid)
+                        consumed.extend(decode_entry(fields))
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(0.1)
 
     try:
         cfg = sim_settings(max_messages=20000, trade_rate=4000, ticker_rate=4000)
@@ -143,12 +158,13 @@ async def test_brain_offline_fills_redis_then_acks_and_trimming_let_the_spool_dr
                 await wait_until(lambda: col.stats.spooled_batches > 0, what="spilling")
                 reader = asyncio.create_task(brain())
                 await wait_until(lambda: sim.market.finished.is_set(), what="simulator done")
-                await col.flushed()
+                await asyncio.wait_for(col.flushed(), FLUSH_TIMEOUT_S)
                 assert col.stats.trimmed_entries > 0
                 assert col.stats.drained_batches > 0
                 expected = sum(col.stats.records_out.values())
                 await wait_until(lambda: len(consumed) >= expected, what="brain consumed all")
-                reader.cancel()
+                stop.set()
+                await asyncio.wait_for(reader, 10)
             published = sim.stats()["published"]
         by_stream = messages_by_stream(consumed)
         for name, msgs in by_stream.items():
