@@ -77,11 +77,17 @@ if ((setup_ok)); then
     } 9>"$logs/.queue.lock"
     printf '%s' "$line"
   }
+  # The first job is the critical path: the wall time is its start plus its length. The others
+  # fill the CPUs it leaves idle, at a lower priority (nice 10, inherited by their containers),
+  # so that they never slow it down.
+  critical=$(head -n1 "$queue" | cut -d' ' -f1)
   worker() {
-    local id=$1 job failed=0
+    local id=$1 job failed=0 prio
     while job=$(pop) && [ -n "$job" ]; do
+      prio=(nice -n 10)
+      [ "${job%% *}" = "$critical" ] && prio=()
       # shellcheck disable=SC2086 # "name command args": split on purpose
-      step ${job%% *} "w$id" ${job#* } || failed=1
+      step ${job%% *} "w$id" "${prio[@]}" ${job#* } || failed=1
     done
     return $failed
   }
