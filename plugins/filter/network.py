@@ -22,22 +22,23 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.marketdata.vps_brain.plugins.module_utils import network
 
 
-def ipv4_address_valid(value) -> bool:
-    """Whether VALUE is a dotted-quad IPv4 address (``10.8.0.1``)."""
+def _parses(parse, *args, **kwargs) -> bool:
+    """Whether PARSE accepts ARGS (raises no ValueError)."""
     try:
-        network.ipv4_address(value)
+        parse(*args, **kwargs)
     except ValueError:
         return False
     return True
+
+
+def ipv4_address_valid(value) -> bool:
+    """Whether VALUE is a dotted-quad IPv4 address (``10.8.0.1``)."""
+    return _parses(network.ipv4_address, value)
 
 
 def ipv4_network_valid(value, max_prefix: int = 32) -> bool:
     """Whether VALUE is an IPv4 network ``a.b.c.d/N`` with N at most MAX_PREFIX (host bits allowed)."""
-    try:
-        network.ipv4_network(value, max_prefix=int(max_prefix))
-    except ValueError:
-        return False
-    return True
+    return _parses(network.ipv4_network, value, max_prefix=int(max_prefix))
 
 
 def ipv4_host_of(address, net) -> bool:
@@ -55,20 +56,12 @@ def ipv4_prefix(value) -> int:
 
 def ip_address_valid(value) -> bool:
     """Whether VALUE is an IPv4 or IPv6 address (an IPv6 zone ``%eth0`` allowed)."""
-    try:
-        network.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    return _parses(network.ip_address, value)
 
 
 def ip_network_valid(value, cidr: bool = False) -> bool:
     """Whether VALUE is an IPv4 or IPv6 network; an address alone counts unless CIDR is true."""
-    try:
-        network.ip_network(value, cidr=bool(cidr))
-    except ValueError:
-        return False
-    return True
+    return _parses(network.ip_network, value, cidr=bool(cidr))
 
 
 def ip_networks_invalid(values: Iterable) -> list:
