@@ -50,20 +50,29 @@ up() {
 }
 
 # Data arriving on the Brain: the dashboard (through the tunnel) and the stored message count.
+# The store and the collector's metrics address are read from the deployed settings files (what the
+# roles wrote), never repeated here.
+setting() { # host, config file, Python expression over the loaded settings `s`
+  podman exec "$1" /opt/vps-brain/venv/bin/python -c "from vps_brain.config import load_settings
+s = load_settings('$2'); print($3)"
+}
 status() {
-  local count=0
+  local count=0 store metrics
+  store=$(setting vpsb-lab-brain /etc/vps-brain/consumer.yml 's.consumer.store_dir')
+  metrics=$(setting vpsb-lab-vps /etc/vps-brain/collector.yml \
+    "f'http://{s.collector.metrics_host}:{s.collector.metrics_port}/metrics'")
   for _ in $(seq 1 30); do
-    count=$(podman exec vpsb-lab-brain find /var/lib/vps-brain-consumer/store -name '*.parquet' 2>/dev/null | wc -l)
+    count=$(podman exec vpsb-lab-brain find "$store" -name '*.parquet' 2>/dev/null | wc -l)
     [ "$count" -gt 0 ] && break
     sleep 2
   done
   podman exec vpsb-lab-brain /opt/vps-brain/venv/bin/vps-brain status --once \
-    --config /etc/vps-brain/consumer.yml --collector-metrics http://10.8.0.1:9108/metrics || true
+    --config /etc/vps-brain/consumer.yml --collector-metrics "$metrics" || true
   podman exec vpsb-lab-brain /opt/vps-brain/venv/bin/python -c '
-import pathlib, pyarrow.parquet as pq
-files = sorted(pathlib.Path("/var/lib/vps-brain-consumer/store").rglob("*.parquet"))
+import pathlib, sys, pyarrow.parquet as pq
+files = sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet"))
 rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-print(f"lab: the Brain stores {rows} messages in {len(files)} Parquet files")'
+print(f"lab: the Brain stores {rows} messages in {len(files)} Parquet files")' "$store"
 }
 
 case "${1:-}" in
