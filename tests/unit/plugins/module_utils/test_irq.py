@@ -77,7 +77,7 @@ def test_an_invalid_name_is_refused_before_any_path_is_built(fake_root):
 
 def test_the_role_refuses_interface_names_with_the_same_pattern():
     """One pattern: the role's preflight assert (Jinja, before any change) spells the one in irq.py."""
-    tasks = Path(__file__).resolve().parents[4] / 'roles' / 'irq_affinity' / 'tasks' / 'main.yml'
-    text = tasks.read_text(encoding='utf-8')
-    assert "regex('%s', match_type='fullmatch')" % irq.INTERFACE_NAME_PATTERN in text
+    tasks = Path(__file__).resolve().parents[4] / 'roles' / 'irq_affinity' / 'tasks'
+    text = ''.join(path.read_text(encoding='utf-8') for path in sorted(tasks.glob('*.yml')))
+    assert "regex('%s', match_type='fullmatch')" % irq.INTERFACE_NAME_PATTERN in (tasks / 'preflight.yml').read_text(encoding='utf-8')
     assert text.count("match_type='fullmatch'") == 1
