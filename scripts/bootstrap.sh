@@ -7,12 +7,15 @@ cd "$(dirname "$0")/.."
 
 # netavark + aardvark-dns (+ iptables, which netavark drives) give the lab's and the scenarios'
 # podman networks name resolution between containers; scripts/podman/containers.conf selects them.
+# qemu-system-x86, qemu-utils and fdisk build and boot the kernel tier's VM (scripts/build-vm.sh,
+# molecule/kernel); openssh-client reaches it. GRUB is installed inside the guest, not here.
 APT_PACKAGES=(
   python3-venv python3-dev gcc git make rsync shellcheck
   podman runc debootstrap uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables
   redis-server redis-tools
   wireguard-tools wireguard-go iproute2
   prometheus
+  qemu-system-x86 qemu-utils fdisk openssh-client
 )
 
 apt_part() {
