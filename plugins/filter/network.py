@@ -2,14 +2,14 @@
 # Copyright: (c) 2025, vps_brain developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Filters of the wireguard, firewall and monitoring roles: IP addresses and networks.
+"""Filters of the wireguard, firewall and monitoring roles: IP addresses, networks, interface names.
 
 The roles' preflight asserts ask these, one question each, instead of doing address arithmetic
 in Jinja; the parsing is ``plugins/module_utils/network.py`` (Python's ``ipaddress``). Unit tested
 in tests/unit/plugins/filter/test_network.py.
 
-The ``*_valid`` filters and ``ipv4_host_of`` answer true or false and never raise, so an assert can
-ask them about any input and fail with its own message. ``ipv4_prefix``, ``ip_networks_covering``
+The ``*_valid`` filters, ``ipv4_host_of`` and ``ssh_connection`` never raise, so an assert can ask
+them about any input and fail with its own message. ``ipv4_prefix``, ``ip_networks_covering``
 and ``url_host`` raise ``AnsibleFilterError`` on what does not parse: ask them after the assert.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.marketdata.vps_brain.plugins.module_utils import network
+from ansible_collections.marketdata.vps_brain.plugins.module_utils.irq import valid_interface_name
 
 
 def _parses(parse, *args, **kwargs) -> bool:
@@ -77,6 +78,27 @@ def ip_networks_covering(address, networks: Iterable) -> list:
         raise AnsibleFilterError('ip_networks_covering: %s' % exc)
 
 
+def interface_name_valid(value) -> bool:
+    """Whether VALUE is a network interface name of the strict form the collection accepts.
+
+    1-15 characters of A-Z a-z 0-9 _ . -, not starting with . or - (``plugins/module_utils/irq.py``,
+    ``INTERFACE_NAME_PATTERN``, which the irq_affinity role and its module check too).
+    """
+    return valid_interface_name(value)
+
+
+def ssh_connection(value) -> dict:
+    """The parts of an ``SSH_CONNECTION`` value: ``{client, client_port, server, server_port}``.
+
+    ``"192.0.2.7 50022 198.51.100.2 22"`` -> client ``192.0.2.7``, server port ``22``. Anything but
+    four fields with numeric ports (no SSH session, a local connection) is ``{}``.
+    """
+    fields = str(value or '').split()
+    if len(fields) != 4 or not (fields[1].isdigit() and fields[3].isdigit()):
+        return {}
+    return {'client': fields[0], 'client_port': int(fields[1]), 'server': fields[2], 'server_port': int(fields[3])}
+
+
 def url_host(value) -> str:
     """VALUE as the host part of a URL or ``host:port``: an IPv6 address in brackets, else unchanged."""
     if not isinstance(value, str):
@@ -99,5 +121,7 @@ class FilterModule:
             'ip_network_valid': ip_network_valid,
             'ip_networks_invalid': ip_networks_invalid,
             'ip_networks_covering': ip_networks_covering,
+            'interface_name_valid': interface_name_valid,
+            'ssh_connection': ssh_connection,
             'url_host': url_host,
         }

@@ -138,7 +138,28 @@ def test_the_parsers_say_what_they_expected():
     assert str(network.ipv4_network('10.8.0.9/24')) == '10.8.0.0/24'
 
 
+@pytest.mark.parametrize('name, valid', [
+    ('wg0', True), ('eth0', True), ('enp3s0f1', True), ('br-lan', True), ('wg_vps.1', True), ('a' * 15, True),
+    ('', False), ('a' * 16, False), ('-wg0', False), ('.wg0', False), ('wg0:1', False), ('wg 0', False),
+    ('wg/0', False), ('wg0;reboot', False), ('wg=0', False), (None, False), (0, False),
+])
+def test_interface_names_are_the_strict_form_irq_affinity_accepts(name, valid):
+    assert f.interface_name_valid(name) is valid
+
+
+def test_an_ssh_connection_is_split_into_client_and_server():
+    assert f.ssh_connection('192.0.2.7 50022 198.51.100.2 22\n') == {
+        'client': '192.0.2.7', 'client_port': 50022, 'server': '198.51.100.2', 'server_port': 22}
+    assert f.ssh_connection('2001:db8::7 50022 2001:db8::2 2222')['server_port'] == 2222
+
+
+@pytest.mark.parametrize('text', ['', None, '192.0.2.7 50022 198.51.100.2', '192.0.2.7 x 198.51.100.2 22', 'a b c d e'])
+def test_no_ssh_session_is_an_empty_connection(text):
+    assert f.ssh_connection(text) == {}
+
+
 def test_every_filter_is_registered():
     names = f.FilterModule().filters()
     assert set(names) == {'ipv4_address_valid', 'ipv4_network_valid', 'ipv4_host_of', 'ipv4_prefix', 'ip_address_valid',
-                          'ip_network_valid', 'ip_networks_invalid', 'ip_networks_covering', 'url_host'}
+                          'ip_network_valid', 'ip_networks_invalid', 'ip_networks_covering', 'interface_name_valid',
+                          'ssh_connection', 'url_host'}
