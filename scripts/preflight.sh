@@ -21,11 +21,19 @@ need_cmd wireguard-go wireguard-go
 need_cmd redis-server redis-server
 need_cmd shellcheck shellcheck
 need_cmd promtool prometheus
+# The kernel tier (molecule/kernel, scripts/build-vm.sh): QEMU, its disk tool, partitioning, SSH.
+need_cmd qemu-system-x86_64 qemu-system-x86
+need_cmd qemu-img qemu-utils
+need_cmd sfdisk fdisk
+need_cmd ssh openssh-client
+need_cmd losetup mount
 # podman runs these helpers from /usr/lib/podman; without aardvark-dns a netavark network starts
 # containers that cannot resolve one another.
 for helper in netavark aardvark-dns; do
   [ -x "/usr/lib/podman/$helper" ] || missing+=("/usr/lib/podman/$helper (Debian package $helper)")
 done
+# scripts/build-vm.sh writes GRUB onto the disk through loop devices.
+[ -c /dev/loop-control ] || missing+=("/dev/loop-control (scripts/build-vm.sh maps the VM disk on loop devices)")
 [ -c /dev/net/tun ] || missing+=("/dev/net/tun (the WireGuard tunnel runs wireguard-go in the containers)")
 [ -x "$VPS_BRAIN_ROOT/.venv/bin/molecule" ] || missing+=("$VPS_BRAIN_ROOT/.venv with molecule (scripts/bootstrap.sh)")
 
