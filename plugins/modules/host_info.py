@@ -30,15 +30,21 @@ options:
     type: path
     default: /
 notes:
-  - Container detection, first match wins, the order systemd uses for the same question:
+  - Container detection takes the first match, in the order systemd uses for the same question;
     C(/run/systemd/container) (written by systemd as PID 1 when it finds itself in a container),
     the C(container=) variable of PID 1's environment, C(/run/.containerenv) (podman),
     C(/.dockerenv) (docker).
 attributes:
   check_mode:
     support: full
+    description: The module only reads; check mode returns the same result.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to diff.
+  platform:
+    support: full
+    platforms: posix
+    description: Linux only.
 '''
 
 EXAMPLES = r'''
