@@ -75,7 +75,6 @@ def run_validate(tmp_path):
         ANSIBLE_PIPELINING="1",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_CALLBACKS_ENABLED="",
     )
     out = subprocess.run(
         ["ansible-playbook", "-i", str(path), f"{root}/playbooks/validate.yml"],
