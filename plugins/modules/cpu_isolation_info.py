@@ -268,6 +268,10 @@ def _read_cpus(module, root, name):
         module.fail_json(msg='cannot read %s: %s' % (path, exc))
     if text is None:
         return None
+    # A kernel booted without nohz_full= prints its unallocated mask as "(null)" (seen on
+    # Debian 12's 6.1 kernel, CONFIG_NO_HZ_FULL=y): no CPU.
+    if text == '(null)':
+        return frozenset()
     try:
         return parse_cpulist(text)
     except ValueError as exc:

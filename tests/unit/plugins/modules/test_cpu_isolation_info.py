@@ -94,6 +94,16 @@ def test_nohz_full_difference_alone_requires_a_reboot(run_module, host):
     assert result['reboot_required'] is True
 
 
+def test_nohz_full_printed_as_null_by_a_kernel_booted_without_it_is_empty(run_module, host):
+    # Debian 12's kernel, booted without nohz_full=, prints "(null)" in sysfs.
+    host.cpus(online='0-1', isolated='', nohz_full='(null)')
+    host.write(DROPIN, dropin_text('isolcpus=managed_irq,domain,1 nohz_full=1 rcu_nocbs=1'))
+    failed, result = run_module(cpu_isolation_info, {'root': str(host), 'expected': '1'})
+    assert not failed, result['msg'] if failed else ''
+    assert result['nohz_full'] == ''
+    assert result['reboot_required'] is True
+
+
 def test_running_isolation_without_dropin_needs_no_reboot(run_module, host):
     host.cpus(online='0-3', isolated='3')
     failed, result = run_module(cpu_isolation_info, {'root': str(host), 'expected': '3'})
