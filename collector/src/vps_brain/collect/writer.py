@@ -44,6 +44,8 @@ from vps_brain.frame import HEADER, BatchEncoder, Kind, Record, encode_plain, pa
 log = logging.getLogger("vps_brain.collect.writer")
 
 DRAIN_CHUNK_BYTES = 4 * 1024 * 1024
+#: The smallest drained round (bytes of spool; a batch larger than this is still read whole).
+DRAIN_MIN_BYTES = 64 * 1024
 ROUND_MAX_BATCHES = 256
 
 
@@ -192,6 +194,10 @@ class RedisWriter:
         #: A drained round not yet committed: re-sent as is (with any new ids) until it is.
         self._draining: tuple[list[Batch], tuple[int, int]] | None = None
         self.spilling = False  # memory above the high watermark (or OOM seen)
+        #: Bytes a drained round may take: half the room below the high watermark at the last
+        #: memory check. A round larger than Redis's room is refused whole and re-sent as is,
+        #: for ever (seen with a small maxmemory and a large backlog).
+        self.drain_bytes = DRAIN_CHUNK_BYTES
         self.healthy = True
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -325,7 +331,7 @@ class RedisWriter:
 
     async def _drain_once(self) -> None:
         if self._draining is None:
-            batches, cursor = await asyncio.to_thread(self.spool.read, DRAIN_CHUNK_BYTES)
+            batches, cursor = await asyncio.to_thread(self.spool.read, self.drain_bytes)
             if not batches:
                 await asyncio.to_thread(self.spool.commit, cursor, 0)
                 return
@@ -508,10 +514,13 @@ class RedisWriter:
             used = int(info.get("used_memory", 0))
             limit = int(info.get("maxmemory", 0))
             if limit <= 0:
+                self.drain_bytes = DRAIN_CHUNK_BYTES
                 if self.spilling:
                     self._set_spilling(False, "no maxmemory")
                 continue
             frac = used / limit
+            room = int((self.high * limit - used) / 2)
+            self.drain_bytes = max(DRAIN_MIN_BYTES, min(DRAIN_CHUNK_BYTES, room))
             if frac >= self.high and not self.spilling:
                 self._set_spilling(True, f"used_memory at {frac:.0%} of maxmemory")
             elif frac < self.low and self.spilling:
