@@ -100,6 +100,14 @@ fi
 
 wall=$((SECONDS - t0))
 status=0
+# A failed step's log was printed when it ended, possibly far above; its last lines are printed
+# again here, next to the summary, where a reader of the tail of the output sees them.
+while IFS='|' read -r name _ _ _ st; do
+  [ "$st" = passed ] && continue
+  printf '\n################ %s FAILED: the last 40 lines of %s ################\n' \
+    "$name" ".cache/test-logs/$name.log"
+  tail -n 40 "$logs/$name.log"
+done <"$results"
 echo
 echo "Summary (seconds; set-up runs alone, then the jobs on $((${jobs:-1})) workers):"
 printf '  %-28s %-7s %6s %6s  %s\n' step worker start took result
