@@ -31,7 +31,7 @@ from vps_brain.recordings import read_recording
 from vps_brain.sim import Simulator
 
 UNIT = Path(__file__).resolve().parents[2] / (
-    "roles/collector/templates/vps-brain-collector.service.j2"
+    "roles/service/templates/vps-brain-service.service.j2"
 )
 KEY = stream_key("binance", "ethusdt")
 BUDGET_S = 6.0  # the test's shutdown budget (the service's default is SHUTDOWN_TIMEOUT_S)

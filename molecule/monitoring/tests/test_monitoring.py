@@ -16,11 +16,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROLE = Path(__file__).resolve().parents[3] / "roles" / "monitoring"
-RULES = ROLE / "files" / "vps_brain_alerts.yml"
-DASHBOARD = ROLE / "files" / "vps_brain_dashboard.json"
+from promql import DASHBOARD, RULES, metric_names, panels, rules
+
 RULES_TEST = Path(__file__).with_name("alerts_test.yml")
 PROM = "/var/lib/prometheus/node-exporter/vps_brain_health.prom"
 EXPORTERS = {"prometheus-node-exporter": 9100, "prometheus-redis-exporter": 9121}
@@ -271,33 +269,6 @@ def test_alerts_fire_on_the_series_that_should_trigger_them():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-PROMQL_WORDS = {
-    "and",
-    "or",
-    "unless",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "offset",
-    "inf",
-    "nan",
-    "le",
-}
-
-
-def metric_names(expr: str) -> set[str]:
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", expr))
-    return {n for n in names - PROMQL_WORDS if not re.fullmatch(r"\d+[smhdwy]?", n)}
-
-
 @cache
 def package_metrics() -> set[str]:
     from vps_brain.collect.stats import CollectorStats
@@ -332,23 +303,19 @@ def test_package_metric_names_are_the_ones_the_rules_expect():
 
 
 def test_every_alert_uses_metrics_that_exist(known_metrics):
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    rules = [rule for group in groups for rule in group["rules"]]
-    assert len(rules) >= 20
-    for rule in rules:
+    assert len(rules()) >= 20
+    for rule in rules():
         assert rule["labels"]["severity"] in {"warning", "critical"}
         unknown = metric_names(rule["expr"]) - known_metrics
         assert not unknown, f"{rule['alert']}: unknown metrics {unknown}"
 
 
 def test_dashboard_panels_query_metrics_that_exist(known_metrics):
-    dashboard = json.loads(DASHBOARD.read_text())
-    panels = dashboard["panels"]
-    titles = " ".join(p["title"].lower() for p in panels)
+    titles = " ".join(p["title"].lower() for p in panels())
     for topic in ("messages in", "lag", "spool", "redis memory", "tunnel latency", "gaps"):
         assert topic in titles
-    assert len({p["id"] for p in panels}) == len(panels)
-    for panel in panels:
+    assert len({p["id"] for p in panels()}) == len(panels())
+    for panel in panels():
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             names = metric_names(target["expr"])

@@ -34,11 +34,11 @@ import pytest
 import testinfra
 import yaml
 
+from promql import named_metrics
+
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", str(PROJECT / "inventories/lab/hosts.yml"))
 ROLES = PROJECT / "roles"
-RULES = ROLES / "monitoring" / "files" / "vps_brain_alerts.yml"
-DASHBOARD = ROLES / "monitoring" / "files" / "vps_brain_dashboard.json"
 SINK_SCRIPT = Path(__file__).resolve().parents[1] / "files" / "alert_sink.py"
 SINK_UNIT = "vpsb-alert-sink.service"
 SINK_PATH = "/usr/local/lib/vpsb-alert-sink/alert_sink.py"
@@ -195,36 +195,6 @@ def test_prometheus_scrapes_every_vps_through_the_tunnel_and_the_brain():
         if target["labels"]["host"] in VPS_NAMES:
             address = target["labels"]["instance"].rsplit(":", 1)[0].strip("[]")
             assert ipaddress.ip_address(address) in network, target
-
-
-PROMQL_WORDS = {
-    *("and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right"),
-    *("bool", "offset", "inf", "nan", "le"),
-}
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (strings, label matchers, ranges, groupings removed)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", expr))
-    return {n for n in names - PROMQL_WORDS if not re.fullmatch(r"\d+[smhdwy]?", n)}
-
-
-def named_metrics() -> dict[str, set[str]]:
-    """Every metric name to where it is used (alert names, dashboard panel titles)."""
-    uses: dict[str, set[str]] = {}
-    for group in yaml.safe_load(RULES.read_text())["groups"]:
-        for rule in group["rules"]:
-            for name in metric_names(rule["expr"]):
-                uses.setdefault(name, set()).add(rule["alert"])
-    for panel in json.loads(DASHBOARD.read_text())["panels"]:
-        for target in panel.get("targets", []):
-            for name in metric_names(target["expr"]):
-                uses.setdefault(name, set()).add(f"dashboard: {panel['title']}")
-    return uses
 
 
 def scraped_metrics() -> set[str]:

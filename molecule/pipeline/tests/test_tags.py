@@ -30,8 +30,8 @@ SITE = PROJECT / "playbooks" / "site.yml"
 COLLECTION = "marketdata.vps_brain"
 # The roles each tag runs (collector and consumer install the package through roles/package).
 CONCERN_ROLES = {
-    "collector": {"collector", "package"},
-    "consumer": {"consumer", "package"},
+    "collector": {"collector", "package", "service"},
+    "consumer": {"consumer", "package", "service"},
     "monitoring": {"monitoring"},
     "redis": {"redis"},
 }

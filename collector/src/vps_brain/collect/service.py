@@ -41,8 +41,8 @@ from vps_brain.redisclient import async_client
 
 log = logging.getLogger("vps_brain.collect")
 
-#: The whole shutdown fits in this (seconds). The unit (roles/collector/templates/
-#: vps-brain-collector.service.j2) has TimeoutStopSec=30; a test keeps this 5 s below it at least.
+#: The whole shutdown fits in this (seconds). The unit (roles/service/templates/
+#: vps-brain-service.service.j2) has TimeoutStopSec=30; a test keeps this 5 s below it at least.
 SHUTDOWN_TIMEOUT_S = 20.0
 
 
