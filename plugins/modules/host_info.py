@@ -85,6 +85,15 @@ capabilities:
   type: list
   elements: str
   sample: [cap_chown, cap_net_admin]
+pid1_cpus:
+  description:
+    - The CPUs PID 1 may run on (C(Cpus_allowed_list) of C(/proc/1/status)), sorted; V(null) where it is not readable.
+    - After a boot with C(isolcpus=), the housekeeping CPUs only. systemd's C(ConditionCPUs=) counts these
+      (Debian's irqbalance unit has C(ConditionCPUs=>1)).
+  returned: always
+  type: list
+  elements: int
+  sample: [0]
 sys_read_only:
   description: Whether C(/sys) is mounted read-only.
   returned: always
@@ -98,6 +107,8 @@ proc_sys_read_only:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.marketdata.vps_brain.plugins.module_utils.cpulist import parse_cpulist
 
 # linux/capability.h, by number.
 CAPABILITIES = (
@@ -158,6 +169,14 @@ def capability_names(status):
     raise ValueError('no CapEff line')
 
 
+def allowed_cpus(status):
+    """Cpus_allowed_list of a /proc/PID/status text as a sorted list; None without that line."""
+    for line in (status or '').splitlines():
+        if line.startswith('Cpus_allowed_list:'):
+            return sorted(parse_cpulist(line.split(':', 1)[1].strip()))
+    return None
+
+
 def read_only_mounts(mountinfo):
     """Mount points of a /proc/PID/mountinfo text whose mount options include ro."""
     result = set()
@@ -190,6 +209,7 @@ def run_module():
         container_type=kind,
         pid1_nofile_soft=soft,
         pid1_nofile_hard=hard,
+        pid1_cpus=allowed_cpus(_read(root, '/proc/1/status')),
         capabilities=capabilities,
         sys_read_only='/sys' in read_only,
         proc_sys_read_only='/proc/sys' in read_only,

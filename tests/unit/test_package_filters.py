@@ -204,7 +204,7 @@ def test_no_controller_shell_renders_a_host_value():
 
 
 def test_the_hosts_answer_is_read_only_through_the_filter():
-    tasks = list(_tasks(_load(ROLE / 'tasks' / 'main.yml')))
+    tasks = [task for path in sorted((ROLE / 'tasks').glob('*.yml')) for task in _tasks(_load(path))]
     probes = [task for task in tasks if _module(task)[0] == 'command' and str(task.get('register')) == '_package_host']
     assert len(probes) == 1
     uses = [text for task in tasks if task is not probes[0] for text in _strings(task) if '_package_host' in text]

@@ -75,6 +75,8 @@ def run_validate(tmp_path):
         ANSIBLE_PIPELINING="1",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="json",
+        # The JSON on stdout is parsed: no other callback (profile_tasks, say) may print there.
+        ANSIBLE_CALLBACKS_ENABLED="",
     )
     out = subprocess.run(
         ["ansible-playbook", "-i", str(path), f"{root}/playbooks/validate.yml"],

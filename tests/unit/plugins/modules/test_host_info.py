@@ -33,6 +33,7 @@ def machine(fake_root):
     fake_root.write('proc/1/environ', 'HOME=/\0TERM=linux\0')
     fake_root.write('proc/self/status', STATUS % '000001ffffffffff')
     fake_root.write('proc/self/mountinfo', MOUNTINFO.replace(' ro,', ' rw,'))
+    fake_root.write('proc/1/status', 'Name:\tsystemd\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\n')
     return fake_root
 
 
@@ -47,6 +48,22 @@ def test_a_machine_is_no_container_and_reports_its_limits_and_capabilities(run_m
     assert 'cap_sys_admin' in result['capabilities'] and 'cap_net_admin' in result['capabilities']
     assert result['capabilities'][-1] == 'cap_checkpoint_restore'
     assert result['sys_read_only'] is False and result['proc_sys_read_only'] is False
+    assert result['pid1_cpus'] == [0, 1]
+
+
+@pytest.mark.parametrize('allowed, expected', [('0', [0]), ('0,2-3', [0, 2, 3])])
+def test_pid1_cpus_after_isolation_are_the_housekeeping_cpus(run_module, machine, allowed, expected):
+    machine.write('proc/1/status', 'Name:\tsystemd\nCpus_allowed_list:\t%s\n' % allowed)
+    failed, result = run_module(host_info, {'root': str(machine)})
+    assert not failed, result
+    assert result['pid1_cpus'] == expected
+
+
+def test_pid1_cpus_are_null_where_proc_1_status_is_unreadable(run_module, machine):
+    (machine.path / 'proc' / '1' / 'status').unlink()
+    failed, result = run_module(host_info, {'root': str(machine)})
+    assert not failed, result
+    assert result['pid1_cpus'] is None
 
 
 def test_a_podman_container_is_named_by_systemd_and_has_read_only_sys(run_module, machine):
