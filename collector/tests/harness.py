@@ -23,10 +23,20 @@ from typing import Any
 import orjson
 
 from vps_brain.collect.service import Collector
-from vps_brain.config import Settings
+from vps_brain.config import Settings, SimulatorSettings
 from vps_brain.frame import Kind, Record, decode_entry
 from vps_brain.redisclient import sync_client
 from vps_brain.sim.server import Simulator
+
+
+def generated(**settings: Any) -> SimulatorSettings:
+    """A simulator in generated mode on a free port, for ethusdt unless SETTINGS say otherwise."""
+    return SimulatorSettings.model_validate({"port": 0, "symbols": ["ethusdt"], **settings})
+
+
+def received(collector: Collector) -> int:
+    """Messages the collector has received, all streams together."""
+    return sum(collector.stats.messages_in.values())
 
 
 def settings_for(sim: Simulator, redis_url: str, spool_dir: Path, **collector: Any) -> Settings:

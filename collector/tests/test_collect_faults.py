@@ -8,8 +8,10 @@ import orjson
 from conftest import RedisServer
 from harness import (
     check_sequences,
+    generated,
     messages_by_stream,
     read_stream,
+    received,
     running_collector,
     settings_for,
     wait_until,
@@ -20,22 +22,17 @@ from vps_brain.frame import Kind, Record, quarantine_key, stream_key
 from vps_brain.sim import Simulator
 from vps_brain.sim.server import oversized_frame
 
+# The traffic of this file's simulator (harness.generated adds a free port and ethusdt).
+RATES: dict[str, object] = {
+    "trade_rate": 800,
+    "depth_rate": 200,
+    "ticker_rate": 800,
+    "ping_interval_s": 0.2,
+}
+
 
 def sim_settings(**kw: object) -> SimulatorSettings:
-    base: dict[str, object] = {
-        "port": 0,
-        "symbols": ["ethusdt"],
-        "trade_rate": 800,
-        "depth_rate": 200,
-        "ticker_rate": 800,
-        "ping_interval_s": 0.2,
-    }
-    base.update(kw)
-    return SimulatorSettings.model_validate(base)
-
-
-def received(col: object) -> int:
-    return sum(col.stats.messages_in.values())  # type: ignore[attr-defined]
+    return generated(**{**RATES, **kw})
 
 
 def of_kind(records: list[Record], kind: Kind) -> list[dict[str, object]]:

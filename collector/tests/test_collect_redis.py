@@ -10,8 +10,10 @@ import redis.asyncio as aioredis
 from conftest import RedisServer, make_redis
 from harness import (
     check_sequences,
+    generated,
     messages_by_stream,
     read_stream,
+    received,
     running_collector,
     settings_for,
     wait_until,
@@ -28,21 +30,17 @@ from vps_brain.sim import Simulator
 FLUSH_TIMEOUT_S = 120
 
 
+# The traffic of this file's simulator (harness.generated adds a free port and ethusdt).
+RATES: dict[str, object] = {
+    "trade_rate": 1000,
+    "depth_rate": 200,
+    "ticker_rate": 1000,
+    "ping_interval_s": 1.0,
+}
+
+
 def sim_settings(**kw: object) -> SimulatorSettings:
-    base: dict[str, object] = {
-        "port": 0,
-        "symbols": ["ethusdt"],
-        "trade_rate": 1000,
-        "depth_rate": 200,
-        "ticker_rate": 1000,
-        "ping_interval_s": 1.0,
-    }
-    base.update(kw)
-    return SimulatorSettings.model_validate(base)
-
-
-def received(col: object) -> int:
-    return sum(col.stats.messages_in.values())  # type: ignore[attr-defined]
+    return generated(**{**RATES, **kw})
 
 
 def assert_exactly_once(url: str, published: dict[str, int]) -> None:

@@ -8,6 +8,7 @@ import aiohttp
 import orjson
 from conftest import RedisServer
 from harness import (
+    generated,
     messages_by_stream,
     read_stream,
     running_collector,
@@ -21,17 +22,16 @@ from vps_brain.orderbook import check_against_tickers
 from vps_brain.recordings import read_recording
 from vps_brain.sim import Simulator
 
+# The traffic of this file's simulator (harness.generated adds a free port and ethusdt).
+RATES: dict[str, object] = {
+    "trade_rate": 300,
+    "depth_rate": 100,
+    "ticker_rate": 300,
+}
+
 
 def sim_settings(**kw: object) -> SimulatorSettings:
-    base: dict[str, object] = {
-        "port": 0,
-        "symbols": ["ethusdt"],
-        "trade_rate": 300,
-        "depth_rate": 100,
-        "ticker_rate": 300,
-    }
-    base.update(kw)
-    return SimulatorSettings.model_validate(base)
+    return generated(**{**RATES, **kw})
 
 
 async def test_generated_book_is_consistent_with_snapshot_diffs_and_tickers(

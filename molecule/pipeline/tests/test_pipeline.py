@@ -16,6 +16,8 @@ import time
 import pytest
 import testinfra
 
+import waiting
+
 VPS = testinfra.get_host("podman://vpsb-pipe-vps")
 BRAIN = testinfra.get_host("podman://vpsb-pipe-brain")
 VPS_TUNNEL = "10.8.0.1"
@@ -44,13 +46,7 @@ def py(host, code):
 
 
 def wait_for(probe, what):
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"no {what} within {DEADLINE_S} s"
-        time.sleep(2)
+    return waiting.wait_for(probe, what, deadline_s=DEADLINE_S)
 
 
 def tcp_connects(host, address, port):

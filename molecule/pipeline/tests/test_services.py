@@ -4,10 +4,11 @@ The data they move is checked end to end in test_pipeline.py.
 """
 
 import re
-import time
 
 import pytest
 import testinfra
+
+import waiting
 
 VPS = testinfra.get_host("podman://vpsb-pipe-vps")
 BRAIN = testinfra.get_host("podman://vpsb-pipe-brain")
@@ -28,13 +29,7 @@ def main_pid(host, unit):
 
 
 def wait_for(probe, what):
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"no {what} within {DEADLINE_S} s"
-        time.sleep(2)
+    return waiting.wait_for(probe, what, deadline_s=DEADLINE_S)
 
 
 @pytest.mark.parametrize("role", UNITS)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any, TypeVar
 
 import pytest
 import testinfra
+
+import waiting
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[3])
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or str(PROJECT / "inventories/lab/hosts.yml")
@@ -168,13 +169,7 @@ def validate(*extra: str) -> Run:
 
 
 def wait_for(probe: Callable[[], T], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"no {what} within {DEADLINE_S} s"
-        time.sleep(2)
+    return waiting.wait_for(probe, what, deadline_s=DEADLINE_S)
 
 
 @pytest.fixture(scope="module")
