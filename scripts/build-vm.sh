@@ -9,7 +9,7 @@
 # kernel_tuning's swap-off is proven on a swap the guest really activates at boot).
 # In the guest: the kernel and initramfs, grub-pc, openssh-server (root by key only), udev,
 # systemd-networkd (DHCP on the virtio NIC), and the roles' packages pre-installed (redis-server,
-# irqbalance) with the apt lists of the build, so the converge downloads nothing it can avoid. The
+# irqbalance, ufw) with the apt lists of the build, so the converge downloads nothing it can avoid. The
 # per-run SSH key comes in through QEMU's fw_cfg (opt/vpsb/authorized_keys), read at boot by
 # vpsb-authorized-keys.service; the disk holds no key of the controller.
 #
@@ -22,7 +22,7 @@ source "$(dirname "$0")/env.sh"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # What the guest needs beyond the image, and what the roles under test install (cached here).
 GUEST_PACKAGES=(linux-image-amd64 initramfs-tools grub-pc udev openssh-server
-  redis-server irqbalance)
+  redis-server irqbalance ufw)
 DISK_MB=3072
 SWAP_MB=64
 cache="$VPS_BRAIN_ROOT/.cache/vm"

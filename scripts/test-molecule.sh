@@ -15,7 +15,7 @@ if [ "${1:-}" = --list-by-duration ]; then
   # first. A scenario not named here counts as 120 s.
   declare -A seen=([pipeline]=870 [firewall]=210 [redis]=190 [monitoring]=160
     [wireguard]=150 [cpu_isolation]=80 [kernel_tuning]=80 [irq_affinity]=70
-    [kernel]=720)
+    [kernel]=900)
   all_scenarios | while read -r s; do echo "${seen[$s]:-120} $s"; done | sort -k1,1nr -k2 | cut -d' ' -f2
   exit 0
 fi

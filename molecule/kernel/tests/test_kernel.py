@@ -19,8 +19,6 @@ def ansible_env():
         ANSIBLE_PIPELINING="1",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="json",
-        # The JSON on stdout is parsed: no other callback (profile_tasks, say) may print there.
-        ANSIBLE_CALLBACKS_ENABLED="",
     )
     return env
 
