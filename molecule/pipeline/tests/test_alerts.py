@@ -34,6 +34,7 @@ import pytest
 import testinfra
 import yaml
 
+import waiting
 from promql import named_metrics
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
@@ -114,13 +115,7 @@ def resolve_bound() -> float:
 
 
 def until(probe, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
-        time.sleep(1)
+    return waiting.wait_for(probe, what, deadline_s=timeout, every_s=1)
 
 
 def prometheus(path: str) -> dict:

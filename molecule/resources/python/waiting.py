@@ -16,5 +16,5 @@ def wait_for(probe: Callable[[], T], what: str, *, deadline_s: float, every_s: f
         result = probe()
         if result:
             return result
-        assert time.monotonic() < deadline, f"no {what} within {deadline_s} s"
+        assert time.monotonic() < deadline, f"no {what} within {deadline_s:.0f} s"
         time.sleep(every_s)
