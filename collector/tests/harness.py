@@ -27,6 +27,7 @@ from vps_brain.config import Settings, SimulatorSettings
 from vps_brain.frame import Kind, Record, decode_entry
 from vps_brain.redisclient import sync_client
 from vps_brain.sim.server import Simulator
+from vps_brain.venues import DEFAULT_VENUE
 
 
 def generated(**settings: Any) -> SimulatorSettings:
@@ -39,12 +40,25 @@ def received(collector: Collector) -> int:
     return sum(collector.stats.messages_in.values())
 
 
+#: The exchange of spot's stream keys and counters (``md:binance:...``).
+SPOT = DEFAULT_VENUE.exchange
+#: What a market of the collector settings may say (the rest are collector fields).
+MARKET_KEYS = ("symbols", "channels", "ws_url", "rest_url", "exchange")
+
+
 def settings_for(sim: Simulator, redis_url: str, spool_dir: Path, **collector: Any) -> Settings:
-    """Collector settings pointing at ``sim`` and ``redis_url``; extra collector fields apply."""
-    base: dict[str, Any] = {
+    """Collector settings: one market of ``sim``'s venue and symbols, pointing at ``sim``, and
+    ``redis_url``. Keys of :data:`MARKET_KEYS` change that market, the others are collector
+    fields."""
+    market: dict[str, Any] = {
+        "venue": sim.settings.venue,
+        "symbols": sim.market.symbols,
         "ws_url": sim.ws_url,
         "rest_url": sim.base_url,
-        "symbols": sim.market.symbols,
+    }
+    market.update({k: collector.pop(k) for k in MARKET_KEYS if k in collector})
+    base: dict[str, Any] = {
+        "markets": [market],
         "spool_dir": str(spool_dir),
         "metrics_port": 0,
         "resync_jitter_s": 0.05,
@@ -136,6 +150,7 @@ def check_sequences(by_stream: dict[str, list[bytes]]) -> dict[str, int]:
 
 
 __all__ = [
+    "SPOT",
     "check_sequences",
     "messages_by_stream",
     "read_stream",

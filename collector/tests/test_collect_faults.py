@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 from conftest import RedisServer
 from harness import (
+    SPOT,
     check_sequences,
     generated,
     messages_by_stream,
@@ -82,7 +83,7 @@ async def test_dropped_connection_reconnects_and_marks_the_gap_with_a_resync(
             await wait_until(
                 lambda: received(col) >= sum(sim.stats()["sent"].values()), what="all received"
             )
-            await wait_until(lambda: not col.router.snapshot_wanted("ethusdt"), what="resynced")  # type: ignore[union-attr]
+            await wait_until(lambda: not col.routers[0].snapshot_wanted("ethusdt"), what="resynced")
             await col.flushed()
         sent = sim.stats()["sent"]
     records = read_stream(redis_server.url, stream_key("binance", "ethusdt"))
@@ -149,7 +150,7 @@ async def test_rest_429_is_honoured_and_the_snapshot_still_arrives(
     async with Simulator(cfg) as sim:
         settings = settings_for(sim, redis_server.url, tmp_path / "spool")
         async with running_collector(settings) as col:
-            await wait_until(lambda: col.stats.snapshots["ethusdt"] >= 1, what="snapshot")
+            await wait_until(lambda: col.stats.snapshots[SPOT, "ethusdt"] >= 1, what="snapshot")
             await col.flushed()
             assert col.stats.rest_429 == 2
         assert sim.rest_429_sent == 2

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import RedisServer
-from harness import running_collector, settings_for, wait_until
+from harness import SPOT, running_collector, settings_for, wait_until
 
 from vps_brain.collect.service import Collector
 from vps_brain.config import SimulatorSettings
@@ -47,7 +47,8 @@ def permanent(col: Collector, source: str, target: str) -> float | None:
 
 
 def received(col: Collector, symbol: str) -> int:
-    return sum(n for name, n in col.stats.messages_in.items() if name.startswith(symbol + "@"))
+    counts = col.stats.messages_in.items()
+    return sum(n for (_exchange, name), n in counts if name.startswith(symbol + "@"))
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -119,7 +120,7 @@ async def test_rest_invalid_symbol_is_asked_once_then_stopped_and_the_other_symb
     ):
         settings = settings_for(sim, redis_server.url, tmp_path / "spool", rest_url=rest_url)
         async with running_collector(settings) as col:
-            await wait_until(lambda: col.stats.snapshots["ethusdt"] >= 1, what="eth snapshot")
+            await wait_until(lambda: col.stats.snapshots[SPOT, "ethusdt"] >= 1, what="eth snapshot")
             await wait_until(lambda: asked["BTCUSDT"] >= 1, what="btc snapshot asked")
             await wait_until(
                 lambda: permanent(col, "rest", "btcusdt") == 1.0,
@@ -128,8 +129,10 @@ async def test_rest_invalid_symbol_is_asked_once_then_stopped_and_the_other_symb
             # Both depth streams break and resync: eth gets a new snapshot, btc is not asked.
             sim.inject_gap("btcusdt@depth@100ms", 3)
             sim.inject_gap("ethusdt@depth@100ms", 3)
-            await wait_until(lambda: col.stats.resyncs["btcusdt"] >= 2, what="btc resync")
-            await wait_until(lambda: col.stats.snapshots["ethusdt"] >= 2, what="eth resnapshot")
+            await wait_until(lambda: col.stats.resyncs[SPOT, "btcusdt"] >= 2, what="btc resync")
+            await wait_until(
+                lambda: col.stats.snapshots[SPOT, "ethusdt"] >= 2, what="eth resnapshot"
+            )
             before = received(col, "btcusdt"), received(col, "ethusdt")
             await wait_until(
                 lambda: (
@@ -171,7 +174,7 @@ async def test_ws_unknown_stream_is_stopped_and_the_other_streams_of_its_slot_go
             before = received(col, "ethusdt")
             await wait_until(lambda: received(col, "ethusdt") > before + 100, what="eth again")
             assert sim.asked("zzzusdt") == asked, sim.handshakes[-3:]
-            assert col.stats.messages_in.keys() <= {f"ethusdt@{ch}" for ch in CHANNELS}
+            assert col.stats.messages_in.keys() <= {(SPOT, f"ethusdt@{ch}") for ch in CHANNELS}
     refused = [m for m in errors(caplog) if "zzzusdt" in m]
     assert len(refused) == 1, errors(caplog)
     assert "HTTP 400" in refused[0]

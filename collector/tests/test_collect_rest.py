@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import time
 
-from vps_brain.collect.rest import WeightBudget, depth_weight
-
-
-def test_depth_weights_follow_binance_limits() -> None:
-    assert [depth_weight(n) for n in (5, 100, 101, 500, 1000, 5000)] == [5, 5, 25, 25, 50, 250]
+from vps_brain.collect.rest import WeightBudget
 
 
 async def test_budget_grants_up_to_capacity_then_makes_callers_wait() -> None:

@@ -18,7 +18,8 @@ def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
 def test_defaults_load_without_a_file() -> None:
     s = load_settings(environ={})
     assert isinstance(s, Settings)
-    assert s.collector.max_streams_per_connection == 1024
+    assert s.collector.max_streams_per_connection is None  # the venue's limit
+    assert [(m.venue, m.symbols) for m in s.collector.markets] == [("spot", ["btcusdt", "ethusdt"])]
     assert s.redis.resolved_password() is None
 
 
@@ -31,7 +32,7 @@ def test_yaml_file_sets_fields_and_symbols_are_lower_cased(tmp_path: Path) -> No
     s = load_settings(p, environ={})
     assert s.redis.url == "redis://10.0.0.1:6379/0"
     assert s.redis.username == "collector"
-    assert s.collector.symbols == ["ethusdt", "btcusdt"]
+    assert s.collector.markets[0].symbols == ["ethusdt", "btcusdt"]
     assert s.collector.batch_max_records == 10
 
 
@@ -50,7 +51,7 @@ def test_env_overrides_file_with_double_underscore_paths(tmp_path: Path) -> None
     }
     s = load_settings(p, environ=env)
     assert s.collector.batch_max_records == 20
-    assert s.collector.symbols == ["solusdt"]
+    assert s.collector.markets[0].symbols == ["solusdt"]
     assert s.simulator.faults.rest_429_count == 3
 
 
@@ -115,4 +116,4 @@ def test_the_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "vps-brain.yaml"
     s = load_settings(example, environ={})
     assert s.redis.username == "collector"
-    assert s.collector.symbols == ["ethusdt", "btcusdt"]
+    assert s.collector.markets[0].symbols == ["ethusdt", "btcusdt"]

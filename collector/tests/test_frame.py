@@ -151,7 +151,9 @@ def test_stream_ids_parse_to_tuples_that_order_like_redis_and_format_back() -> N
         ("ethusdt@depth", Channel.DEPTH, "depth"),
         ("ethusdt@depth@100ms", Channel.DEPTH, "depth"),
         ("ethusdt@bookTicker", Channel.TICKER, "bookTicker"),
-        ("ethusdt@aggTrade", Channel.OTHER, "aggTrade"),
+        ("ethusdt@aggTrade", Channel.AGG_TRADE, "aggTrade"),
+        ("ethusdt@depth@0ms", Channel.DEPTH, "depth"),  # futures
+        ("ethusdt@markPrice@1s", Channel.OTHER, "markPrice"),
         # They differ: a partial book has no U/u chain to check, but is stored as its own channel.
         ("ethusdt@depth5", Channel.OTHER, "depth5"),
         ("ethusdt@depth20@100ms", Channel.OTHER, "depth20"),

@@ -39,7 +39,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -48,9 +48,12 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from vps_brain.venues import DEFAULT_VENUE, VENUES, Venue, VenueError
 
 ENV_PREFIX = "VPS_BRAIN__"
 
@@ -129,23 +132,90 @@ class RedisSettings(Section):
         return None
 
 
-class CollectorSettings(Section):
-    """``vps-brain collect``: exchange connections, framing, Redis writes, spool, trimming."""
+def check_venue(name: str) -> str:
+    """``name`` if it is a venue of :data:`vps_brain.venues.VENUES`; else a clear error."""
+    if name not in VENUES:
+        raise ValueError(f"unknown venue {name!r}: expected one of {', '.join(VENUES)}")
+    return name
 
-    exchange: str = "binance"
-    #: Base websocket URL; the collector appends ``/stream?streams=...``.
-    ws_url: str = "wss://data-stream.binance.vision"
-    #: Base REST URL; the collector calls ``/api/v3/depth``.
-    rest_url: str = "https://data-api.binance.vision"
-    symbols: list[str] = Field(default_factory=lambda: ["btcusdt", "ethusdt"], min_length=1)
-    #: Channels per symbol: ``trade``, ``depth@100ms`` (or ``depth``), ``bookTicker``, ...
-    channels: list[str] = Field(
-        default_factory=lambda: ["trade", "depth@100ms", "bookTicker"], min_length=1
+
+class MarketSettings(Section):
+    """One venue's symbols and channels (``collector.markets``); endpoints default to the venue's.
+
+    ``venue`` is a key of :data:`vps_brain.venues.VENUES`; every channel must be one the venue
+    serves and can route (a USD-M stream goes to ``/public`` or ``/market``).
+    """
+
+    venue: str = DEFAULT_VENUE.name
+    symbols: list[str] = Field(min_length=1)
+    #: Channels per symbol; unset = the venue's defaults (trade, depth@100ms, bookTicker).
+    channels: list[str] | None = Field(default=None, min_length=1)
+    #: Base websocket URL (routed paths and ``/stream?streams=...`` are appended).
+    ws_url: str | None = None
+    #: Base REST URL (the venue's depth path is appended).
+    rest_url: str | None = None
+    #: Exchange part of the stream keys and partitions; unset = the venue's (``binance-usdm``).
+    exchange: str | None = None
+
+    _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
+    _known_venue = field_validator("venue")(lambda v: check_venue(v))
+
+    @field_validator("channels")
+    @classmethod
+    def _served_by_the_venue(cls, channels: list[str] | None, info: ValidationInfo) -> Any:
+        venue = VENUES.get(info.data.get("venue", ""))
+        for channel in channels or ():
+            if venue is not None:
+                try:
+                    venue.check_channel(channel)
+                except VenueError as exc:
+                    raise ValueError(str(exc)) from None
+        return channels
+
+    @property
+    def spec(self) -> Venue:
+        return VENUES[self.venue]
+
+    @property
+    def stream_channels(self) -> list[str]:
+        return list(self.channels or self.spec.default_channels)
+
+    @property
+    def exchange_name(self) -> str:
+        return self.exchange or self.spec.exchange
+
+    @property
+    def ws_base(self) -> str:
+        return self.ws_url or self.spec.ws_url
+
+    @property
+    def rest_base(self) -> str:
+        return self.rest_url or self.spec.rest_url
+
+
+#: Keys of ``collector`` that describe the one spot market when ``markets`` is not given.
+SPOT_SHORTHAND: Final = ("symbols", "channels", "ws_url", "rest_url", "exchange")
+
+
+class CollectorSettings(Section):
+    """``vps-brain collect``: exchange connections, framing, Redis writes, spool, trimming.
+
+    ``markets`` lists what to collect, one entry per venue and set of channels. The keys
+    ``symbols``, ``channels``, ``ws_url``, ``rest_url`` and ``exchange`` are a shorthand for a
+    single spot market (what a collector of spot only writes); they cannot be mixed with
+    ``markets``.
+    """
+
+    markets: list[MarketSettings] = Field(
+        default_factory=lambda: [MarketSettings(symbols=["btcusdt", "ethusdt"])], min_length=1
     )
-    max_streams_per_connection: Annotated[int, Field(gt=0, le=1024)] = 1024
+    #: Streams per connection, at most the venue's limit (unset = the venue's limit, 1024).
+    max_streams_per_connection: Annotated[int, Field(gt=0, le=1024)] | None = None
+    #: Depth snapshot levels; must be a limit every configured venue accepts.
     snapshot_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
-    #: REST weight budget shared by every call of the process (Binance: 6000/min per IP).
-    rest_weight_per_minute: PositiveInt = 6000
+    #: REST weight per minute each venue may use (unset = the venue's whole budget: spot 6000,
+    #: futures 2400). Venues never share a budget: a resync storm on one never starves another.
+    rest_weight_per_minute: PositiveInt | None = None
     #: A resync waits a random delay up to this, so many symbols never resync in a storm.
     resync_jitter_s: NonNegFloat = 0.5
     rest_timeout_s: PositiveFloat = 10.0
@@ -191,10 +261,46 @@ class CollectorSettings(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
+    @model_validator(mode="before")
+    @classmethod
+    def _spot_shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = [k for k in SPOT_SHORTHAND if k in data]
+        if not given:
+            return data
+        if "markets" in data:
+            raise ValueError(
+                f"set either markets or the spot shorthand ({', '.join(given)}), not both"
+            )
+        data = dict(data)
+        market = {k: data.pop(k) for k in given}
+        if market.get("exchange") == DEFAULT_VENUE.exchange:
+            del market["exchange"]
+        market.setdefault("symbols", ["btcusdt", "ethusdt"])
+        data["markets"] = [{"venue": DEFAULT_VENUE.name, **market}]
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> CollectorSettings:
+        for i, m in enumerate(self.markets):
+            venue = m.spec
+            try:
+                venue.check_depth_limit(self.snapshot_limit)
+            except VenueError as exc:
+                raise ValueError(f"snapshot_limit: {exc} (markets.{i})") from None
+            if self.renew_after_s >= venue.lifetime_s:
+                raise ValueError(
+                    f"renew_after_s must be shorter than the {venue.name} connection lifetime "
+                    f"({venue.lifetime_s:.0f} s)"
+                )
+        keys = [(m.exchange_name, s) for m in self.markets for s in m.symbols]
+        twice = sorted({f"{e}:{s}" for e, s in keys if keys.count((e, s)) > 1})
+        if twice:
+            raise ValueError(
+                f"markets name {', '.join(twice)} more than once: list each symbol of a venue "
+                "in one market"
+            )
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
         if self.redis_low_watermark > self.redis_high_watermark:
@@ -229,11 +335,13 @@ class FaultSettings(Section):
 
 
 class SimulatorSettings(Section):
-    """``vps-brain simulate``: the local fake Binance Spot (websocket + REST)."""
+    """``vps-brain simulate``: a local fake Binance venue (websocket + REST)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
     mode: Literal["generated", "replay"] = "generated"
+    #: The venue served (:data:`vps_brain.venues.VENUES`): its paths, routes, snapshot and events.
+    venue: str = DEFAULT_VENUE.name
     symbols: list[str] = Field(default_factory=lambda: ["ethusdt"], min_length=1)
     #: Generated mode: depth events per second per symbol (``depth@100ms`` ignores the 100 ms).
     depth_rate: NonNegFloat = 10.0
@@ -254,6 +362,7 @@ class SimulatorSettings(Section):
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
     _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
+    _known_venue = field_validator("venue")(lambda v: check_venue(v))
 
     @model_validator(mode="after")
     def _replay_needs_files(self) -> SimulatorSettings:

@@ -144,8 +144,9 @@ def format_id(sid: StreamId) -> str:
 # A MESSAGE record carries the exchange's combined-stream name, ``<symbol>@<channel>[@<speed>]``
 # (``ethusdt@depth@100ms``). Two questions are asked of it, with different answers on purpose:
 #
-# * :func:`sequence_channel` (collector): which sequence rules apply? Only the diff-depth stream
-#   (``depth``, ``depth@100ms``) has U/u chains; partial-book streams (``depth5``, ``depth20``)
+# * :func:`sequence_channel` (collector): which sequence rules apply? Trades and aggTrades have
+#   consecutive ids, the diff-depth stream (``depth``, ``depth@100ms``, ``depth@0ms``) has U/u (or
+#   pu/u) chains, bookTickers increasing ``u``; partial-book streams (``depth5``, ``depth20``)
 #   are snapshots without a chain, so they are ``OTHER`` like any stream it does not check.
 # * :func:`partition_channel` (store): which directory do the rows go to? The channel part as
 #   written (``depth5`` stays ``depth5``), or :data:`INVALID_CHANNEL` when it cannot be a safe
@@ -156,6 +157,7 @@ class Channel(Enum):
     """The sequence rules of a stream (:func:`sequence_channel`)."""
 
     TRADE = "trade"
+    AGG_TRADE = "aggTrade"
     DEPTH = "depth"
     TICKER = "bookTicker"
     OTHER = "other"
@@ -166,6 +168,8 @@ def sequence_channel(stream_name: str) -> Channel:
     _, _, ch = stream_name.partition("@")
     if ch == "trade":
         return Channel.TRADE
+    if ch == "aggTrade":
+        return Channel.AGG_TRADE
     if ch.startswith("depth") and not ch[5:6].isdigit():  # depth, depth@100ms (not depth5/10/20)
         return Channel.DEPTH
     if ch == "bookTicker":

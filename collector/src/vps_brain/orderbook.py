@@ -6,8 +6,10 @@ Binance's local order book procedure (shared/BINANCE.md):
 
 * diffs that arrive before a snapshot are buffered (bounded) and replayed onto it;
 * diffs with ``u <= lastUpdateId`` are stale and ignored;
-* the first applied diff must straddle ``lastUpdateId + 1``, every later one must start at the
-  previous ``u + 1``; anything else is a gap: the book is dropped until the next snapshot;
+* the first applied diff must straddle ``lastUpdateId + 1`` (futures: ``U <= lastUpdateId + 1``,
+  or its ``pu`` is ``lastUpdateId``), every later one must continue the previous by the venue's
+  rule (:class:`vps_brain.venues.SequenceRule`: spot ``U == previous u + 1``, futures
+  ``pu == previous u``); anything else is a gap: the book is dropped until the next snapshot;
 * a GAP marker written by the collector drops the book the same way.
 
 :func:`check_against_tickers` is the oracle used by the tests and ``vps-brain replay --check-book``:
@@ -26,6 +28,8 @@ from enum import Enum
 from typing import Any
 
 import orjson
+
+from vps_brain.venues import SequenceRule
 
 # Record kinds of the wire format (docs/frame-format.md); kept as plain ints so this module only
 # depends on the payloads, not on how they were transported.
@@ -115,6 +119,7 @@ class Diff:
     final_id: int  # u
     bids: list[list[str]]
     asks: list[list[str]]
+    prev_id: int | None = None  # pu (futures): the previous event's u
 
 
 @dataclass
@@ -123,11 +128,14 @@ class SyncedBook:
 
     symbol: str
     max_buffer: int = 10_000
+    rule: SequenceRule = SequenceRule.SPOT
     book: OrderBook = field(default_factory=OrderBook)
     live: bool = False
     gaps: int = 0
     resyncs: int = 0
     _buffer: deque[Diff] = field(default_factory=deque)
+    #: True from a snapshot until the first diff applied onto it
+    _fresh: bool = False
 
     def on_gap_marker(self) -> None:
         """The collector saw a break: forget the book, buffer diffs until the next snapshot."""
@@ -140,6 +148,7 @@ class SyncedBook:
         """Load a snapshot and replay the buffered diffs onto it; returns the applied ``u`` ids."""
         self.book.load(last_update_id, bids, asks)
         self.live = True
+        self._fresh = True
         self.resyncs += 1
         applied: list[int] = []
         buffered, self._buffer = self._buffer, deque()
@@ -163,19 +172,27 @@ class SyncedBook:
         book_id = self.book.update_id
         if d.final_id <= book_id:
             return DiffResult.STALE
-        if d.first_id > book_id + 1:
+        if self.rule is SequenceRule.FUTURES:
+            continues = d.prev_id == book_id or (self._fresh and d.first_id <= book_id + 1)
+        else:
+            continues = d.first_id <= book_id + 1
+        if not continues:
             self.gaps += 1
             self.live = False
             self._buffer.clear()
             self._buffer.append(d)
             return DiffResult.GAP
         self.book.update(d.final_id, d.bids, d.asks)
+        self._fresh = False
         return DiffResult.APPLIED
 
 
 def parse_diff(data: dict[str, Any]) -> Diff:
     """A Binance ``depthUpdate`` event (the ``data`` of the combined-stream envelope)."""
-    return Diff(int(data["U"]), int(data["u"]), data["b"], data["a"])
+    pu = data.get("pu")
+    return Diff(
+        int(data["U"]), int(data["u"]), data["b"], data["a"], None if pu is None else int(pu)
+    )
 
 
 @dataclass
@@ -196,8 +213,12 @@ class OracleResult:
 TopOfBook = tuple[Decimal, Decimal, Decimal, Decimal]
 
 
-def check_against_tickers(records: Iterable[tuple[int, bytes]], symbol: str) -> OracleResult:
+def check_against_tickers(
+    records: Iterable[tuple[int, bytes]], symbol: str, rule: SequenceRule = SequenceRule.SPOT
+) -> OracleResult:
     """Rebuild ``symbol``'s book from ``(kind, payload)`` records in log order and compare.
+
+    ``rule`` is the venue's sequence rule (``VENUES[...].sequence``).
 
     A bookTicker is compared only when its ``u`` equals the final ``u`` of an applied diff (tickers
     and diffs interleave out of order, so both sides are collected and matched at the end); a
@@ -205,7 +226,7 @@ def check_against_tickers(records: Iterable[tuple[int, bytes]], symbol: str) -> 
     not comparable.
     """
     sym = symbol.lower()
-    sb = SyncedBook(sym)
+    sb = SyncedBook(sym, rule=rule)
     tops: dict[int, TopOfBook] = {}
     tickers: dict[int, TopOfBook] = {}
     result = OracleResult()

@@ -1,7 +1,9 @@
 """REST depth snapshots under one shared weight budget, honouring 429/418 and Retry-After.
 
-* :class:`WeightBudget`: a token bucket of ``weight_per_minute`` (Binance: 6000/min per IP) shared
-  by every call of the process, plus a global pause set by 429/418 answers.
+* :class:`WeightBudget`: a token bucket of ``weight_per_minute`` shared by every call of the
+  process to one venue's REST host (spot 6000/min per IP, futures 2400), plus a pause set by
+  that host's 429/418 answers. Each venue has its own budget: a resync storm on one never
+  starves another.
 * :class:`SnapshotFetcher`: one in-flight request per symbol; each resync first sleeps a random
   delay (``resync_jitter_s``) so a reconnect of many symbols never becomes a request storm.
   Transient errors (network, 5xx, 429/418) retry with :class:`vps_brain.backoff.Backoff`, never
@@ -76,17 +78,6 @@ def error_detail(body: bytes) -> str:
     return body[:200].decode(errors="replace")
 
 
-def depth_weight(limit: int) -> int:
-    """Request weight of GET /api/v3/depth for ``limit`` (shared/BINANCE.md)."""
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
-
-
 class WeightBudget:
     """Token bucket of request weight per minute with a global pause (Retry-After)."""
 
@@ -125,10 +116,11 @@ class SnapshotFetcher:
 
     def __init__(
         self,
-        rest_url: str,
+        depth_url: str,
         limit: int,
         *,
-        # Shared with the rest of the process.
+        # The venue's weight of one request, and its budget, shared with its other markets.
+        weight: int,
         budget: WeightBudget,
         stats: CollectorStats,
         # The router: takes a snapshot, says whether one is still wanted.
@@ -139,8 +131,9 @@ class SnapshotFetcher:
         timeout_s: float = 10.0,
         backoff_max_s: float = 30.0,
     ) -> None:
-        self.rest_url = rest_url.rstrip("/")
+        self.depth_url = depth_url
         self.limit = limit
+        self.weight = weight
         self.budget = budget
         self.stats = stats
         self.on_snapshot = on_snapshot
@@ -200,12 +193,11 @@ class SnapshotFetcher:
         """The snapshot body; None after a transient failure; raises :class:`Refused`."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        await self.budget.acquire(depth_weight(self.limit))
+        await self.budget.acquire(self.weight)
         self.stats.rest_requests += 1
-        url = f"{self.rest_url}/api/v3/depth"
         try:
             async with self._session.get(
-                url, params={"symbol": symbol.upper(), "limit": str(self.limit)}
+                self.depth_url, params={"symbol": symbol.upper(), "limit": str(self.limit)}
             ) as resp:
                 body = await resp.read()
                 used = resp.headers.get("X-MBX-USED-WEIGHT-1M", "")
@@ -217,7 +209,11 @@ class SnapshotFetcher:
                     wait = float(retry) if retry.replace(".", "", 1).isdigit() else 60.0
                     self.budget.pause(wait + random.uniform(0, self.jitter_s))
                     log.warning(
-                        "REST %d for %s: pausing all REST for %.1fs", resp.status, symbol, wait
+                        "REST %d for %s: pausing REST to %s for %.1fs",
+                        resp.status,
+                        symbol,
+                        self.depth_url,
+                        wait,
                     )
                     return None
                 if resp.status != 200 and is_permanent_status(resp.status):

@@ -11,9 +11,15 @@ Every frame a connection receives goes through :meth:`Router.on_frame`, synchron
    stream's *successor*: its messages are held until they overlap what the owner delivered
    (depth by ``U``/``u``, trades by ``t``, bookTickers by ``u``), then ownership switches and only
    messages past the last delivered id are kept, so a renewal neither drops nor repeats anything;
-3. sequence: trades must have consecutive ids, depth events ``U == previous u + 1``. A break
-   writes a GAP record and (depth) starts a resync: a REST snapshot is fetched after the first
-   buffered event, refetched while ``lastUpdateId < first U``, and written as a SNAPSHOT record.
+3. sequence: trades (``t``) and aggTrades (``a``) must have consecutive ids, depth events chain by
+   the venue's rule (:class:`vps_brain.venues.SequenceRule`: spot ``U == previous u + 1``,
+   futures ``pu == previous u``). A break writes a GAP record and (depth) starts a resync: a REST
+   snapshot is fetched after the first buffered event, refetched while ``lastUpdateId < first U``,
+   and written as a SNAPSHOT record.
+
+Every event is reduced to ``lo``, ``hi`` (its first and last id) and ``link``, the id it says
+precedes it (``U - 1`` on spot, ``pu`` on futures, ``t - 1`` for a trade): an event continues the
+stream when ``link`` equals the last id delivered, whatever the venue.
 
 Raw frames are never altered or dropped (except exact duplicates of the renewal overlap):
 diffs with ``u <= lastUpdateId`` stay in the log and the reader skips them, which keeps the log a
@@ -31,6 +37,7 @@ import orjson
 
 from vps_brain.collect.stats import CollectorStats
 from vps_brain.frame import Channel, Kind, quarantine_key, sequence_channel, stream_key
+from vps_brain.venues import SequenceRule
 
 log = logging.getLogger("vps_brain.collect")
 
@@ -56,6 +63,7 @@ class Held:
     raw: bytes
     lo: int
     hi: int
+    link: int
 
 
 @dataclass(slots=True)
@@ -64,6 +72,9 @@ class StreamState:
     symbol: str
     channel: Channel
     key: str
+    exchange: str
+    #: depth chains by ``pu`` (futures) rather than by ``U`` (spot)
+    by_pu: bool = False
     last: int = -1  # last written id: u (depth, ticker) or t (trade); -1 = none yet
     owner: int | None = None
     successor: int | None = None
@@ -73,11 +84,17 @@ class StreamState:
     n_in: int = 0
     bytes_in: int = 0
     reconnected: bool = False  # the next gap is explained by a reconnect
-    #: 1 trade, 2 depth, 3 bookTicker, 0 other (ints: cheaper than enum checks on the hot path)
+    #: 1 trade, 2 depth, 3 bookTicker, 4 aggTrade, 0 other (ints: cheaper than enum checks on
+    #: the hot path)
     code: int = 0
 
     def __post_init__(self) -> None:
-        self.code = {Channel.TRADE: 1, Channel.DEPTH: 2, Channel.TICKER: 3}.get(self.channel, 0)
+        self.code = {
+            Channel.TRADE: 1,
+            Channel.DEPTH: 2,
+            Channel.TICKER: 3,
+            Channel.AGG_TRADE: 4,
+        }.get(self.channel, 0)
 
 
 class Router:
@@ -94,6 +111,8 @@ class Router:
         stats: CollectorStats,
         # Validation.
         max_frame_bytes: int = 4 * 1024 * 1024,
+        # How depth events chain on this venue.
+        sequence: SequenceRule = SequenceRule.SPOT,
     ) -> None:
         self.exchange = exchange
         self.emit = emit
@@ -102,13 +121,16 @@ class Router:
         self.max_frame_bytes = max_frame_bytes
         self.qkey = quarantine_key(exchange)
         self.streams: dict[str, StreamState] = {}
+        by_pu = sequence is SequenceRule.FUTURES
         for s in streams:
             sym = s.split("@", 1)[0].lower()
-            self.streams[s] = StreamState(s, sym, sequence_channel(s), stream_key(exchange, sym))
+            self.streams[s] = StreamState(
+                s, sym, sequence_channel(s), stream_key(exchange, sym), exchange, by_pu
+            )
         self.depth_of: dict[str, StreamState] = {
             st.symbol: st for st in self.streams.values() if st.channel is Channel.DEPTH
         }
-        stats.streams = list(self.streams.values())
+        stats.streams.extend(self.streams.values())
         self._logged: set[str] = set()
         #: True while the writer's queue is full: readers await room after each frame.
         self.backpressure = False
@@ -146,16 +168,27 @@ class Router:
         try:
             if code == 2:
                 lo, hi = data["U"], data["u"]
+                link = data["pu"] if st.by_pu else lo - 1 if type(lo) is int else lo
             elif code == 1:
                 lo = hi = data["t"]
+                link = lo - 1 if type(lo) is int else lo
             elif code == 3:
-                lo = hi = data["u"]
+                lo = hi = link = data["u"]
+            elif code == 4:
+                lo = hi = data["a"]
+                link = lo - 1 if type(lo) is int else lo
             else:
-                lo = hi = -1
+                lo = hi = link = -1
         except (KeyError, TypeError):
             self.quarantine(recv_ns, raw, "malformed", f"{name}: missing ids")
             return
-        if code and not (type(lo) is int and type(hi) is int and 0 <= lo <= hi < ID_LIMIT):
+        if code and not (
+            type(lo) is int
+            and type(hi) is int
+            and type(link) is int
+            and 0 <= lo <= hi < ID_LIMIT
+            and -1 <= link < ID_LIMIT
+        ):
             # a float (1e308), a string, a bool, a number past int64 or U > u: never an id
             self.quarantine(recv_ns, raw, "malformed", f"{name}: ids out of format")
             return
@@ -165,26 +198,27 @@ class Router:
         if cid == st.owner and st.successor is None:
             # Fast path: the owner continues its sequence.
             if (
-                (code == 1 or (code == 2 and st.sync is not DepthSync.INIT))
-                and lo == st.last + 1
+                link == st.last
+                and code != 3  # a bookTicker's u only increases: _check decides
+                and (code != 2 or st.sync is not DepthSync.INIT)
                 and not st.reconnected
             ):
                 self.emit(st.key, recv_ns, _MESSAGE, raw)
                 st.last = hi
                 return
-            self._accept(st, recv_ns, raw, lo, hi)
+            self._accept(st, recv_ns, raw, lo, hi, link)
             return
         if st.owner is None:
             st.owner = cid
         if cid == st.owner:
-            self._accept(st, recv_ns, raw, lo, hi)
+            self._accept(st, recv_ns, raw, lo, hi, link)
             if st.successor is not None and st.held:
                 self._try_switch(st)
         elif cid == st.successor:
-            st.held.append(Held(recv_ns, raw, lo, hi))
+            st.held.append(Held(recv_ns, raw, lo, hi, link))
             self._try_switch(st)
         else:
-            self.stats.duplicates[name] += 1  # a retired connection still draining
+            self.stats.duplicates[(st.exchange, name)] += 1  # a retired connection draining
 
     @staticmethod
     def _is_shutdown_notice(raw: bytes) -> bool:
@@ -215,19 +249,24 @@ class Router:
         self.emit(self.qkey, recv_ns, Kind.QUARANTINE, raw)
 
     # ------------------------------------------------------------------------- sequences
-    def _accept(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
-        self._check(st, recv_ns, raw, lo, hi)
+    def _accept(
+        self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int, link: int
+    ) -> None:
+        self._check(st, recv_ns, raw, lo, hi, link)
         st.reconnected = False
 
-    def _check(self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int) -> None:
+    def _check(
+        self, st: StreamState, recv_ns: int, raw: bytes, lo: int, hi: int, link: int
+    ) -> None:
         ch = st.channel
         if ch is Channel.DEPTH:
-            # Continuity is U <= previous u + 1 <= u (an event straddling the previous one, as
-            # after a renewal with different aggregation windows, is applied idempotently).
+            # Spot: U <= previous u + 1 <= u (an event straddling the previous one, as after a
+            # renewal with different aggregation windows, is applied idempotently). Futures: the
+            # event's pu is the previous u.
             if st.last >= 0 and hi <= st.last:
-                self.stats.duplicates[st.name] += 1
+                self.stats.duplicates[(st.exchange, st.name)] += 1
                 return
-            if st.last >= 0 and lo > st.last + 1:
+            if st.last >= 0 and (link != st.last if st.by_pu else lo > st.last + 1):
                 self._gap(st, recv_ns, "depth", st.last + 1, lo)
                 st.sync = DepthSync.INIT
             self.emit(st.key, recv_ns, _MESSAGE, raw)
@@ -235,20 +274,20 @@ class Router:
             if st.sync is DepthSync.INIT:
                 st.sync = DepthSync.WAITING
                 st.first_u = lo
-                self.stats.resyncs[st.symbol] += 1
+                self.stats.resyncs[(st.exchange, st.symbol)] += 1
                 self.control([st.symbol], recv_ns, {"event": "resync_started", "symbol": st.symbol})
                 self.request_snapshot(st.symbol)
-        elif ch is Channel.TRADE:
+        elif ch is Channel.TRADE or ch is Channel.AGG_TRADE:
             if st.last >= 0 and lo != st.last + 1:
                 if lo <= st.last:
-                    self.stats.duplicates[st.name] += 1
+                    self.stats.duplicates[(st.exchange, st.name)] += 1
                     return
-                self._gap(st, recv_ns, "trade", st.last + 1, lo)
+                self._gap(st, recv_ns, ch.value, st.last + 1, lo)
             self.emit(st.key, recv_ns, _MESSAGE, raw)
             st.last = hi
         elif ch is Channel.TICKER:
             if hi <= st.last:
-                self.stats.duplicates[st.name] += 1
+                self.stats.duplicates[(st.exchange, st.name)] += 1
                 return
             self.emit(st.key, recv_ns, _MESSAGE, raw)
             st.last = hi
@@ -256,7 +295,7 @@ class Router:
             self.emit(st.key, recv_ns, _MESSAGE, raw)
 
     def _gap(self, st: StreamState, recv_ns: int, channel: str, expected: int, got: int) -> None:
-        self.stats.gaps[(st.symbol, channel)] += 1
+        self.stats.gaps[(st.exchange, st.symbol, channel)] += 1
         reason = "reconnect" if st.reconnected else "sequence"
         st.reconnected = False
         log.warning(
@@ -293,7 +332,7 @@ class Router:
             )
             return False
         self.emit(st.key, recv_ns, Kind.SNAPSHOT, body)
-        self.stats.snapshots[symbol] += 1
+        self.stats.snapshots[(self.exchange, symbol)] += 1
         st.sync = DepthSync.SYNCED
         return True
 
@@ -333,15 +372,15 @@ class Router:
             i += 1
         seen_overlap = i > 0
         if i:
-            self.stats.duplicates[st.name] += i
+            self.stats.duplicates[(st.exchange, st.name)] += i
             del held[:i]
         if not held:
             if seen_overlap:
                 self._switch(st)
             return
         first = held[0]
-        if st.channel in (Channel.DEPTH, Channel.TRADE):
-            if first.lo <= last + 1:
+        if st.channel in (Channel.DEPTH, Channel.TRADE, Channel.AGG_TRADE):
+            if first.link <= last:  # continues (or straddles) what the owner delivered
                 self._switch(st)
         elif seen_overlap:
             self._switch(st)
@@ -356,7 +395,7 @@ class Router:
         st.successor = None
         held, st.held = st.held, []
         for h in held:
-            self._accept(st, h.recv_ns, h.raw, h.lo, h.hi)
+            self._accept(st, h.recv_ns, h.raw, h.lo, h.hi, h.link)
         if self.pending_switch(cid) == 0:
             self.on_switched(cid)
 

@@ -46,18 +46,42 @@ log = logging.getLogger("vps_brain.collect")
 SHUTDOWN_TIMEOUT_S = 20.0
 
 
+def _wire(router: Router, slots: list[Slot]) -> None:
+    """The router's renewal and shutdown-notice callbacks reach the slots of its market."""
+
+    def on_switched(cid: int) -> None:
+        for slot in slots:
+            slot.on_switched(cid)
+
+    def on_server_shutdown(cid: int) -> None:
+        for slot in slots:
+            slot.on_server_shutdown(cid)
+
+    router.on_switched = on_switched
+    router.on_server_shutdown = on_server_shutdown
+
+
 class Collector:
     def __init__(self, settings: Settings, *, stats: CollectorStats | None = None) -> None:
         self.settings = settings
         self.cfg = settings.collector
         self.stats = stats or CollectorStats()
         c = self.cfg
-        self.streams = [f"{sym}@{ch}" for sym in c.symbols for ch in c.channels]
-        self.keys = [stream_key(c.exchange, s) for s in c.symbols] + [quarantine_key(c.exchange)]
+        #: The streams of each market (``collector.markets``), in the order of the settings.
+        self.market_streams = [
+            [f"{sym}@{ch}" for sym in m.symbols for ch in m.stream_channels] for m in c.markets
+        ]
+        self.streams = [s for streams in self.market_streams for s in streams]
+        exchanges = list(dict.fromkeys(m.exchange_name for m in c.markets))
+        self.keys = [stream_key(m.exchange_name, s) for m in c.markets for s in m.symbols] + [
+            quarantine_key(e) for e in exchanges
+        ]
         self.slots: list[Slot] = []
         self.writer: RedisWriter | None = None
         self.batcher: Batcher | None = None
-        self.router: Router | None = None
+        #: One router and one snapshot fetcher per market, in the order of the settings.
+        self.routers: list[Router] = []
+        self.fetchers: list[SnapshotFetcher] = []
         self.ready = asyncio.Event()
         #: Budget of the shutdown after ``stop`` (see the module docstring).
         self.shutdown_timeout_s = SHUTDOWN_TIMEOUT_S
@@ -88,32 +112,45 @@ class Collector:
             max_bytes=c.batch_max_bytes,
             max_delay_ms=c.batch_max_delay_ms,
         )
-        fetcher: SnapshotFetcher | None = None
+        budgets: dict[str, WeightBudget] = {}  # one per venue: its REST host has its own limit
+        for market, streams in zip(c.markets, self.market_streams, strict=True):
+            venue = market.spec
+            router = Router(
+                market.exchange_name,
+                streams,
+                emit=batcher.add,
+                request_snapshot=lambda _symbol: None,  # the fetcher below, once it exists
+                stats=stats,
+                max_frame_bytes=c.max_frame_bytes,
+                sequence=venue.sequence,
+            )
+            budget = budgets.get(venue.name)
+            if budget is None:
+                per_minute = min(
+                    c.rest_weight_per_minute or venue.weight_per_minute, venue.weight_per_minute
+                )
+                budget = budgets[venue.name] = WeightBudget(per_minute)
+            fetcher = SnapshotFetcher(
+                market.rest_base.rstrip("/") + venue.depth_path,
+                c.snapshot_limit,
+                weight=venue.depth_weight(c.snapshot_limit),
+                budget=budget,
+                stats=stats,
+                on_snapshot=router.on_snapshot,
+                still_wanted=router.snapshot_wanted,
+                jitter_s=c.resync_jitter_s,
+                timeout_s=c.rest_timeout_s,
+                backoff_max_s=c.reconnect_max_s,
+            )
+            router.request_snapshot = fetcher.request
+            self.routers.append(router)
+            self.fetchers.append(fetcher)
 
-        def request_snapshot(symbol: str) -> None:
-            assert fetcher is not None
-            fetcher.request(symbol)
+        def backpressure(full: bool) -> None:
+            for router in self.routers:
+                router.backpressure = full
 
-        router = self.router = Router(
-            c.exchange,
-            self.streams,
-            emit=batcher.add,
-            request_snapshot=request_snapshot,
-            stats=stats,
-            max_frame_bytes=c.max_frame_bytes,
-        )
-        writer.on_full = lambda full: setattr(router, "backpressure", full)
-        fetcher = SnapshotFetcher(
-            c.rest_url,
-            c.snapshot_limit,
-            budget=WeightBudget(c.rest_weight_per_minute),
-            stats=stats,
-            on_snapshot=router.on_snapshot,
-            still_wanted=router.snapshot_wanted,
-            jitter_s=c.resync_jitter_s,
-            timeout_s=c.rest_timeout_s,
-            backoff_max_s=c.reconnect_max_s,
-        )
+        writer.on_full = backpressure
         metrics_server: Any = None
         if c.metrics_port:
             metrics_server, _thread = start_http_server(
@@ -142,36 +179,38 @@ class Collector:
                     name="trim",
                 )
             )
-        for i, group in enumerate(split_streams(self.streams, c.max_streams_per_connection)):
-            self.slots.append(
-                Slot(
-                    i,
-                    c.ws_url,
-                    streams=group,
-                    router=router,
-                    stats=stats,
-                    session=session,
-                    wait_room=writer.wait_room,
-                    renew_after_s=c.renew_after_s,
-                    renew_overlap_s=c.renew_overlap_s,
-                    reconnect_min_s=c.reconnect_min_s,
-                    reconnect_max_s=c.reconnect_max_s,
-                    idle_timeout_s=c.idle_timeout_s,
-                    max_msg_size=max(4 * c.max_frame_bytes, 1 << 20),
-                )
+        for market, router in zip(c.markets, self.routers, strict=True):
+            venue = market.spec
+            per_connection = min(
+                c.max_streams_per_connection or venue.max_streams_per_connection,
+                venue.max_streams_per_connection,
             )
-        slots = self.slots
-
-        def on_switched(cid: int) -> None:
-            for slot in slots:
-                slot.on_switched(cid)
-
-        def on_server_shutdown(cid: int) -> None:
-            for slot in slots:
-                slot.on_server_shutdown(cid)
-
-        router.on_switched = on_switched
-        router.on_server_shutdown = on_server_shutdown
+            routed: dict[str, list[str]] = {}
+            for name in router.streams:
+                routed.setdefault(venue.route_of(name.split("@", 1)[1]), []).append(name)
+            slots: list[Slot] = []
+            for path, names in routed.items():
+                for group in split_streams(names, per_connection):
+                    slots.append(
+                        Slot(
+                            len(self.slots) + len(slots),
+                            market.ws_base.rstrip("/") + path,
+                            streams=group,
+                            router=router,
+                            stats=stats,
+                            session=session,
+                            wait_room=writer.wait_room,
+                            renew_after_s=c.renew_after_s,
+                            renew_overlap_s=c.renew_overlap_s,
+                            reconnect_min_s=c.reconnect_min_s,
+                            reconnect_max_s=c.reconnect_max_s,
+                            # a quiet stream gets nothing but the venue's pings
+                            idle_timeout_s=max(c.idle_timeout_s, 1.5 * venue.ping_interval_s),
+                            max_msg_size=max(4 * c.max_frame_bytes, 1 << 20),
+                        )
+                    )
+            _wire(router, slots)
+            self.slots.extend(slots)
         slot_tasks = [asyncio.create_task(s.run(), name=f"slot-{s.index}") for s in self.slots]
         self.ready.set()
         log.info(
@@ -194,7 +233,13 @@ class Collector:
             stop_wait.cancel()
         finally:
             fields = await self._shutdown(
-                r, spool, writer, batcher, slot_tasks, background, [fetcher.close, session.close]
+                r,
+                spool,
+                writer,
+                batcher,
+                slot_tasks,
+                background,
+                [*(f.close for f in self.fetchers), session.close],
             )
             if metrics_server is not None:
                 metrics_server.shutdown()

@@ -8,7 +8,7 @@ observed once per batch.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,17 +21,25 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5
 
 @dataclass
 class CollectorStats:
-    """Everything the collector counts; labels are stream names, keys and reasons."""
+    """Everything the collector counts; labels are exchanges, stream names, keys and reasons.
 
-    #: per-stream objects with ``name``, ``n_in``, ``bytes_in`` (the router's stream states)
+    Per-stream and per-symbol counts are keyed by ``(exchange, ...)``: one collector may take the
+    same symbol on spot and on futures (``ethusdt`` on ``binance`` and ``binance-usdm``).
+    """
+
+    #: per-stream objects with ``exchange``, ``name``, ``n_in``, ``bytes_in`` (the routers' stream
+    #: states)
     streams: list[Any] = field(default_factory=list)
     records_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     entries_out: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    duplicates: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    gaps: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    resyncs: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    snapshots: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: (exchange, stream) -> messages dropped as duplicates
+    duplicates: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    #: (exchange, symbol, channel) -> gaps
+    gaps: defaultdict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    #: (exchange, symbol) -> resyncs started, snapshots written
+    resyncs: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    snapshots: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     quarantined: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     reconnects: int = 0
     renewals: int = 0
@@ -51,13 +59,13 @@ class CollectorStats:
     batch_latency: Histogram = field(init=False)
 
     @property
-    def messages_in(self) -> dict[str, int]:
-        """Websocket messages accepted per stream."""
-        return {s.name: s.n_in for s in self.streams if s.n_in}
+    def messages_in(self) -> dict[tuple[str, str], int]:
+        """Websocket messages accepted per (exchange, stream)."""
+        return {(s.exchange, s.name): s.n_in for s in self.streams if s.n_in}
 
     @property
-    def bytes_in(self) -> dict[str, int]:
-        return {s.name: s.bytes_in for s in self.streams if s.n_in}
+    def bytes_in(self) -> dict[tuple[str, str], int]:
+        return {(s.exchange, s.name): s.bytes_in for s in self.streams if s.n_in}
 
     def __post_init__(self) -> None:
         self.batch_latency = Histogram(
@@ -76,30 +84,33 @@ class _Export(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.s
         p = "vps_brain_collector_"
-        for name, doc, data, label in (
-            ("messages_in", "Websocket messages received", s.messages_in, "stream"),
-            ("bytes_in", "Raw bytes received", s.bytes_in, "stream"),
-            ("records_out", "Records written to Redis", s.records_out, "key"),
-            ("bytes_out", "Entry bytes written to Redis (after compression)", s.bytes_out, "key"),
-            ("entries_out", "Stream entries written to Redis", s.entries_out, "key"),
+        labelled: tuple[tuple[str, str, Mapping[Any, int], tuple[str, ...]], ...] = (
+            ("messages_in", "Websocket messages received", s.messages_in, ("exchange", "stream")),
+            ("bytes_in", "Raw bytes received", s.bytes_in, ("exchange", "stream")),
+            ("records_out", "Records written to Redis", s.records_out, ("key",)),
+            (
+                "bytes_out",
+                "Entry bytes written to Redis (after compression)",
+                s.bytes_out,
+                ("key",),
+            ),
+            ("entries_out", "Stream entries written to Redis", s.entries_out, ("key",)),
             (
                 "duplicates",
                 "Messages dropped as duplicates (renewal overlap)",
                 s.duplicates,
-                "stream",
+                ("exchange", "stream"),
             ),
-            ("resyncs", "Depth resyncs started", s.resyncs, "symbol"),
-            ("snapshots", "REST snapshots written", s.snapshots, "symbol"),
-            ("quarantined", "Frames quarantined", s.quarantined, "reason"),
-        ):
-            m = CounterMetricFamily(p + name, doc, labels=[label])
+            ("resyncs", "Depth resyncs started", s.resyncs, ("exchange", "symbol")),
+            ("snapshots", "REST snapshots written", s.snapshots, ("exchange", "symbol")),
+            ("quarantined", "Frames quarantined", s.quarantined, ("reason",)),
+            ("gaps", "Sequence gaps detected", s.gaps, ("exchange", "symbol", "channel")),
+        )
+        for name, doc, data, labels in labelled:
+            m = CounterMetricFamily(p + name, doc, labels=list(labels))
             for k, v in data.items():
-                m.add_metric([k], v)
+                m.add_metric(list(k) if isinstance(k, tuple) else [k], v)
             yield m
-        g = CounterMetricFamily(p + "gaps", "Sequence gaps detected", labels=["symbol", "channel"])
-        for (sym, ch), v in s.gaps.items():
-            g.add_metric([sym, ch], v)
-        yield g
         for name, doc, value in (
             ("reconnects", "Unplanned reconnects", s.reconnects),
             ("renewals", "Planned connection renewals", s.renewals),

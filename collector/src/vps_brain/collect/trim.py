@@ -71,11 +71,13 @@ async def trim_once(
 
 
 async def trim_exchange(redis_cfg: RedisSettings, cfg: CollectorSettings) -> int:
-    """Trim every stream of ``cfg.exchange`` once (``vps-brain trim``); entries removed."""
+    """Trim every stream of the markets' exchanges once (``vps-brain trim``); entries removed."""
     r = async_client(redis_cfg)
     try:
-        pattern = stream_pattern(cfg.exchange)
-        keys = [k.decode() async for k in r.scan_iter(match=pattern, _type="stream")]
+        keys: list[str] = []
+        for exchange in dict.fromkeys(m.exchange_name for m in cfg.markets):
+            pattern = stream_pattern(exchange)
+            keys += [k.decode() async for k in r.scan_iter(match=pattern, _type="stream")]
         return await trim_once(r, keys, cfg.trim_min_retention_s, cfg.trim_require_group)
     finally:
         await r.aclose()

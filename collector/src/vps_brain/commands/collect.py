@@ -13,8 +13,9 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
-from vps_brain.commands import refuse, settings_from_args, split_list
+from vps_brain.commands import apply_overrides, refuse, settings_from_args, split_list
 from vps_brain.config import ConfigError, Settings
 from vps_brain.logs import setup_logging
 
@@ -22,10 +23,11 @@ from vps_brain.logs import setup_logging
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML/TOML config file")
     parser.add_argument("--redis-url", help="override redis.url")
-    parser.add_argument("--ws-url", help="override collector.ws_url")
-    parser.add_argument("--rest-url", help="override collector.rest_url")
-    parser.add_argument("--symbols", help="override collector.symbols (comma-separated)")
-    parser.add_argument("--channels", help="override collector.channels (comma-separated)")
+    # These four change the settings' one market (collector.markets[0]).
+    parser.add_argument("--ws-url", help="override the market's ws_url")
+    parser.add_argument("--rest-url", help="override the market's rest_url")
+    parser.add_argument("--symbols", help="override the market's symbols (comma-separated)")
+    parser.add_argument("--channels", help="override the market's channels (comma-separated)")
     parser.add_argument("--spool-dir", type=Path, help="override collector.spool_dir")
     parser.add_argument("--framing", choices=("batch", "plain"), help="override framing")
     parser.add_argument("--metrics-port", type=int, help="override collector.metrics_port")
@@ -42,21 +44,38 @@ async def _main(settings: Settings) -> None:
     await Collector(settings).run(stop)
 
 
+def _market_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags that change the one market of the settings (``--symbols`` etc.), as given."""
+    flags = {
+        "ws_url": args.ws_url,
+        "rest_url": args.rest_url,
+        "symbols": split_list(args.symbols),
+        "channels": split_list(args.channels),
+    }
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(
             args,
             {
                 "redis.url": args.redis_url,
-                "collector.ws_url": args.ws_url,
-                "collector.rest_url": args.rest_url,
-                "collector.symbols": split_list(args.symbols),
-                "collector.channels": split_list(args.channels),
                 "collector.spool_dir": args.spool_dir,
                 "collector.framing": args.framing,
                 "collector.metrics_port": args.metrics_port,
             },
         )
+        flags = _market_flags(args)
+        if flags:
+            markets = settings.collector.markets
+            if len(markets) != 1:
+                raise ConfigError(
+                    f"--{'/--'.join(k.replace('_', '-') for k in flags)} change the one market "
+                    f"of the settings, and they hold {len(markets)}: edit collector.markets"
+                )
+            market = markets[0].model_dump(exclude_unset=True) | flags
+            settings = apply_overrides(settings, {"collector.markets": [market]})
     except ConfigError as exc:
         return refuse("collect", exc)
     if args.check_config:

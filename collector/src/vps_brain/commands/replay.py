@@ -3,7 +3,9 @@
 The default output is the recordings' format, ``<recv_ns> <payload>`` per line, so a replay can
 be fed to anything that reads shared/data/binance files; ``--format jsonl`` prints one object per
 record; ``--check-book SYMBOL`` rebuilds the order book and compares it with the stored
-bookTickers instead (exit 1 on a mismatch or when nothing could be compared).
+bookTickers instead (exit 1 on a mismatch or when nothing could be compared), by the sequence rule
+of the venue that wrote it (the exchange of its partition: ``binance``, ``binance-usdm``, ...;
+``--exchange`` chooses when the symbol is stored for several).
 """
 
 from __future__ import annotations
@@ -52,13 +54,42 @@ def _jsonl(r: StoredRecord) -> bytes:
     return orjson.dumps(doc) + b"\n"
 
 
+def _book_exchange(root: Path, args: argparse.Namespace) -> str | None:
+    """The one exchange whose book of ``--check-book`` is checked; None (said why) if unclear."""
+    symbol = args.check_book.lower()
+    stored = sorted(
+        {p.parent.name[len("exchange=") :] for p in root.glob(f"data/exchange=*/*/symbol={symbol}")}
+    )
+    wanted = [e for e in stored if not args.exchange or e in args.exchange]
+    if len(wanted) == 1:
+        return wanted[0]
+    if not wanted:
+        print(f"vps-brain replay: no {symbol} in {root}", file=sys.stderr)
+    else:
+        print(
+            f"vps-brain replay: {symbol} is stored for {', '.join(wanted)}: "
+            "name one with --exchange",
+            file=sys.stderr,
+        )
+    return None
+
+
 def _check_book(root: Path, args: argparse.Namespace) -> int:
     from vps_brain.orderbook import check_against_tickers
+    from vps_brain.venues import VenueError, venue_of_exchange
 
-    records = iter_store(root, exchanges=args.exchange, symbols=[args.check_book])
-    result = check_against_tickers(((r.kind, r.payload) for r in records), args.check_book)
+    exchange = _book_exchange(root, args)
+    if exchange is None:
+        return 1
+    try:
+        rule = venue_of_exchange(exchange).sequence
+    except VenueError as exc:
+        print(f"vps-brain replay: {exc}", file=sys.stderr)
+        return 1
+    records = iter_store(root, exchanges=[exchange], symbols=[args.check_book])
+    result = check_against_tickers(((r.kind, r.payload) for r in records), args.check_book, rule)
     print(
-        f"{args.check_book}: {result.diffs_applied} diffs applied, {result.compared} "
+        f"{exchange} {args.check_book}: {result.diffs_applied} diffs applied, {result.compared} "
         f"bookTickers compared, {result.mismatches} mismatches, {result.gaps} gaps"
     )
     for line in result.examples:
