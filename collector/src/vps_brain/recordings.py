@@ -2,8 +2,10 @@
 
 Two formats:
 
-* hftbacktest (``spot_*.gz``, gzip or plain text): ``<recv_ts_ns> <raw JSON>`` per line; the JSON is
-  a combined-stream envelope, except REST snapshots written as bare ``{"lastUpdateId": ...}``.
+* hftbacktest (``spot_*.gz``, ``usdm_*.gz``, gzip or plain text): ``<recv_ts> <raw JSON>`` per
+  line; the JSON is a combined-stream envelope, except REST snapshots written as bare
+  ``{"lastUpdateId": ...}``. The timestamp is in ns (19 digits); hftbacktest's older files wrote
+  µs (16 digits): a timestamp of 16 digits or fewer is read as µs.
 * cryptofeed (``*.ws.*``): first line the websocket URL, then ``<recv_ts_s>: <raw JSON>``.
 
 Both yield :class:`Recorded` items whose ``raw`` is the JSON exactly as recorded (bytes).
@@ -21,6 +23,8 @@ from pathlib import Path
 __all__ = ["Recorded", "read_recording", "stream_of"]
 
 _STREAM_RE = re.compile(rb'^\{\s*"stream"\s*:\s*"([^"]+)"')
+#: Timestamps with at most this many digits are µs, not ns (ns have 19 digits since 2001-09).
+MICROS_MAX_DIGITS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,4 +75,6 @@ def read_recording(path: str | Path) -> Iterator[Recorded]:
             recv_ns = int(Decimal(head[:-1].decode()) * 1_000_000_000)
         else:
             recv_ns = int(head)
+            if len(head) <= MICROS_MAX_DIGITS:
+                recv_ns *= 1000  # hftbacktest's older files: µs
         yield Recorded(recv_ns, raw, raw.startswith(b'{"lastUpdateId"'))

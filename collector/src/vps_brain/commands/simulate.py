@@ -1,9 +1,11 @@
-"""``vps-brain simulate``: run the fake Binance Spot until interrupted.
+"""``vps-brain simulate``: run the fake Binance venue (spot, USD-M or COIN-M) until interrupted.
 
 Examples::
 
     vps-brain simulate --port 8765 --symbols ethusdt,btcusdt --trade-rate 2000
+    vps-brain simulate --venue coinm --symbols ethusd_perp
     vps-brain simulate --replay ../shared/data/binance/spot_ethusdt_20240808.gz --speed 10
+    vps-brain simulate --venue usdm --replay ../shared/data/binance/usdm_ethusdt_20240808.gz
     vps-brain simulate --config lab.yaml --fault close_after_s=30 --fault rest_429_count=2
 """
 
@@ -18,12 +20,16 @@ from typing import Any
 from vps_brain.commands import refuse, settings_from_args, split_list
 from vps_brain.config import ConfigError
 from vps_brain.logs import setup_logging
+from vps_brain.venues import VENUES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML/TOML config file (section simulator)")
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8765; 0 = any)")
+    parser.add_argument(
+        "--venue", choices=list(VENUES), help="venue served: paths, routes, events (default spot)"
+    )
     parser.add_argument("--symbols", help="comma-separated symbols for generated mode")
     parser.add_argument("--depth-rate", type=float, help="depth events/s per symbol")
     parser.add_argument("--trade-rate", type=float, help="trades/s per symbol")
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "simulator.host": args.host,
                 "simulator.port": args.port,
+                "simulator.venue": args.venue,
                 "simulator.symbols": split_list(args.symbols),
                 "simulator.depth_rate": args.depth_rate,
                 "simulator.trade_rate": args.trade_rate,

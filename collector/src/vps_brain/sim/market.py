@@ -6,6 +6,21 @@ so two overlapping connections receive the same ids (what a renewal relies on). 
 when the first connection subscribes, so a test that connects late still sees every message.
 
 Both markets answer REST depth snapshots consistent with the stream they publish.
+
+Event shapes follow the venue (:class:`Shapes`, one per entry of
+:data:`vps_brain.venues.VENUES`), field for field in the order Binance sends them (the recordings
+in shared/data/binance): spot as it always was (its bytes and its random sequence are fixed);
+futures diffs carry ``E``, ``T`` and ``pu`` (the previous event's ``u``; COIN-M adds ``ps``), their
+update ids advance by more than one (as the real ones do, so only ``pu`` chains them), trades carry
+``X`` and no ``M``, bookTickers carry ``e``, ``T`` and ``E``, snapshots ``E`` and ``T`` (COIN-M also
+``symbol`` and ``pair``). Generated mode serves every channel of the venue: every depth speed gets
+the same diffs, ``aggTrade`` one aggregate per trade (``f == l ==`` the trade id), ``markPrice`` and
+``markPrice@1s`` one ``markPriceUpdate`` a second (futures); ``forceOrder`` is accepted and, like a
+quiet market's, never sends anything.
+
+Invariant of the generated book (the oracle of shared/data/binance/README.md): after the diff
+whose ``u`` equals a bookTicker's ``u``, the best bid/ask and their quantities equal the ticker's;
+a snapshot's ``lastUpdateId`` lies within ``[U - 1, u]`` of the next diff (``pu`` chains on).
 """
 
 from __future__ import annotations
@@ -22,8 +37,63 @@ from typing import Protocol
 import orjson
 
 from vps_brain.recordings import read_recording
+from vps_brain.venues import DEFAULT_VENUE, SequenceRule, Venue
 
-CHANNELS = ("trade", "depth", "depth@100ms", "bookTicker")
+_FUNDING_MS = 8 * 3600 * 1000
+
+
+def _px(ticks: int) -> str:
+    return f"{ticks // 100}.{ticks % 100:02d}000000"
+
+
+def _qty(lots: int) -> str:
+    return f"{lots // 10000}.{lots % 10000:04d}0000"
+
+
+def _px2(ticks: int) -> str:
+    return f"{ticks // 100}.{ticks % 100:02d}"
+
+
+def _qty3(lots: int) -> str:
+    return f"{lots // 1000}.{lots % 1000:03d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Shapes:
+    """How one venue writes its events and snapshots (what differs from spot)."""
+
+    venue: str
+    #: Diffs, trades and tickers carry ``T`` (and diffs ``pu``); snapshots carry ``E`` and ``T``.
+    futures: bool
+    #: COIN-M: ``ps`` in diffs and tickers, ``symbol`` and ``pair`` in snapshots.
+    pair: bool
+    #: The REST depth limit when the request names none.
+    default_limit: int
+    price: Callable[[int], str]
+    quantity: Callable[[int], str]
+
+
+#: Event shapes per venue name; a venue added to VENUES needs its entry here.
+SHAPES: dict[str, Shapes] = {
+    "spot": Shapes("spot", futures=False, pair=False, default_limit=100, price=_px, quantity=_qty),
+    "usdm": Shapes("usdm", futures=True, pair=False, default_limit=500, price=_px2, quantity=_qty3),
+    "coinm": Shapes("coinm", futures=True, pair=True, default_limit=500, price=_px2, quantity=str),
+}
+
+
+def shapes_of(venue: Venue) -> Shapes:
+    try:
+        shapes = SHAPES[venue.name]
+    except KeyError:
+        raise ValueError(f"the simulator has no event shapes for venue {venue.name!r}") from None
+    if shapes.futures != (venue.sequence is SequenceRule.FUTURES):
+        raise ValueError(f"event shapes of {venue.name!r} disagree with its sequence rule")
+    return shapes
+
+
+def pair_of(symbol: str) -> str:
+    """COIN-M's pair of a contract symbol: ``ETHUSD`` for ``ethusd_perp``."""
+    return symbol.upper().split("_", 1)[0]
 
 
 def envelope(stream: str, data: bytes) -> bytes:
@@ -60,18 +130,31 @@ class Hub:
 
 @dataclass
 class Snapshot:
+    """A REST depth answer; the optional fields are written only when set (futures, COIN-M)."""
+
     last_update_id: int
     bids: list[tuple[str, str]]
     asks: list[tuple[str, str]]
+    #: Futures: message time and transaction time (ms).
+    event_ms: int | None = None
+    transact_ms: int | None = None
+    #: COIN-M: the contract (``ETHUSD_PERP``) and its pair (``ETHUSD``).
+    symbol: str | None = None
+    pair: str | None = None
 
     def body(self, limit: int) -> bytes:
-        return orjson.dumps(
-            {
-                "lastUpdateId": self.last_update_id,
-                "bids": [list(x) for x in self.bids[:limit]],
-                "asks": [list(x) for x in self.asks[:limit]],
-            }
-        )
+        out: dict[str, object] = {"lastUpdateId": self.last_update_id}
+        if self.event_ms is not None:
+            out["E"] = self.event_ms
+        if self.transact_ms is not None:
+            out["T"] = self.transact_ms
+        if self.symbol is not None:
+            out["symbol"] = self.symbol
+        if self.pair is not None:
+            out["pair"] = self.pair
+        out["bids"] = [list(x) for x in self.bids[:limit]]
+        out["asks"] = [list(x) for x in self.asks[:limit]]
+        return orjson.dumps(out)
 
 
 class Market(Protocol):
@@ -86,20 +169,18 @@ class Market(Protocol):
 # --------------------------------------------------------------------------------- generated
 
 
-def _px(ticks: int) -> str:
-    return f"{ticks // 100}.{ticks % 100:02d}000000"
-
-
-def _qty(lots: int) -> str:
-    return f"{lots // 10000}.{lots % 10000:04d}0000"
-
-
 class GeneratedBook:
     """A consistent evolving book for one symbol with update ids and trade ids."""
 
-    def __init__(self, symbol: str, levels: int, rng: random.Random) -> None:
+    def __init__(
+        self, symbol: str, levels: int, rng: random.Random, shapes: Shapes = SHAPES["spot"]
+    ) -> None:
         self.symbol = symbol
         self.upper = symbol.upper().encode()
+        self.pair = pair_of(symbol).encode()
+        self.shapes = shapes
+        self.px = shapes.price
+        self.qty = shapes.quantity
         self.rng = rng
         self.levels = levels
         self.mid = 268_380  # ticks of 0.01
@@ -111,7 +192,10 @@ class GeneratedBook:
         self.bb = max(self.bids)
         self.ba = min(self.asks)
         self.update_id = 1_000_000
+        self.last_u = self.update_id  # u of the previous depth event (futures' pu)
         self.trade_id = 5_000_000
+        self.agg_id = 3_000_000
+        self.last_trade = (0, b"", b"", False, 0)  # id, price, quantity, maker, ms
         self.pending_first = 0
         self.changes_b: dict[int, int] = {}
         self.changes_a: dict[int, int] = {}
@@ -141,7 +225,8 @@ class GeneratedBook:
     def _update(self, at_best: bool = False) -> None:
         """One book change (one update id), remembered for the next depth event."""
         rng = self.rng
-        self.update_id += 1
+        # Futures ids are shared with other books: they advance by more than one.
+        self.update_id += rng.randint(1, 9) if self.shapes.futures else 1
         if self.pending_first == 0:
             self.pending_first = self.update_id
         bb, ba = self.bb, self.ba
@@ -169,59 +254,154 @@ class GeneratedBook:
         for _ in range(self.rng.randint(0 if self.pending_first else 1, 3)):
             self._update()
         first, self.pending_first = self.pending_first, 0
+        pu, self.last_u = self.last_u, self.update_id
         self.event_ms = max(self.event_ms, int(time.time() * 1000))
-        b = ",".join(f'["{_px(p)}","{_qty(q)}"]' for p, q in self.changes_b.items())
-        a = ",".join(f'["{_px(p)}","{_qty(q)}"]' for p, q in self.changes_a.items())
+        px, qty = self.px, self.qty
+        b = ",".join(f'["{px(p)}","{qty(q)}"]' for p, q in self.changes_b.items()).encode()
+        a = ",".join(f'["{px(p)}","{qty(q)}"]' for p, q in self.changes_a.items()).encode()
         self.changes_b.clear()
         self.changes_a.clear()
+        if self.shapes.futures:
+            return (
+                b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s"%s,"U":%d,"u":%d,"pu":%d,'
+                b'"b":[%s],"a":[%s]}'
+                % (
+                    self.event_ms,
+                    self.event_ms,
+                    self.upper,
+                    self._ps(),
+                    first,
+                    self.update_id,
+                    pu,
+                    b,
+                    a,
+                )
+            )
         return b'{"e":"depthUpdate","E":%d,"s":"%s","U":%d,"u":%d,"b":[%s],"a":[%s]}' % (
             self.event_ms,
             self.upper,
             first,
             self.update_id,
-            b.encode(),
-            a.encode(),
+            b,
+            a,
         )
+
+    def _ps(self) -> bytes:
+        return b',"ps":"%s"' % self.pair if self.shapes.pair else b""
 
     def trade_event(self) -> bytes:
         self.trade_id += 1
+        self.agg_id += 1
         bid, _, ask, _ = self.best()
         maker = self.rng.random() < 0.5
-        px = bid if maker else ask
+        px = self.px(bid if maker else ask).encode()
         now = int(time.time() * 1000)
+        qty = self.qty(self.rng.randint(1, 20_000)).encode()
+        self.last_trade = (self.trade_id, px, qty, maker, now)
+        m = b"true" if maker else b"false"
+        if self.shapes.futures:
+            return (
+                b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s",'
+                b'"X":"MARKET","m":%s}' % (now, now, self.upper, self.trade_id, px, qty, m)
+            )
         return b'{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%s","q":"%s","T":%d,"m":%s,"M":true}' % (
             now,
             self.upper,
             self.trade_id,
-            _px(px).encode(),
-            _qty(self.rng.randint(1, 20_000)).encode(),
+            px,
+            qty,
             now,
-            b"true" if maker else b"false",
+            m,
+        )
+
+    def agg_trade_event(self) -> bytes:
+        """The aggregate of the last trade alone (``f == l ==`` its id); ``a`` runs on by one."""
+        tid, px, qty, maker, now = self.last_trade
+        m = b"true" if maker else b"false"
+        if self.shapes.pair:  # COIN-M writes "a" before "s"
+            return (
+                b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%s","q":"%s","f":%d,"l":%d,'
+                b'"T":%d,"m":%s}' % (now, self.agg_id, self.upper, px, qty, tid, tid, now, m)
+            )
+        tail = b"" if self.shapes.futures else b',"M":true'
+        return (
+            b'{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,'
+            b'"T":%d,"m":%s%s}' % (now, self.upper, self.agg_id, px, qty, tid, tid, now, m, tail)
         )
 
     def ticker_event(self) -> bytes:
         """A change of the best level (its own update id) and the bookTicker showing it."""
         self._update(at_best=True)
         b, bq, a, aq = self.best()
+        px, qty = self.px, self.qty
+        levels = (px(b).encode(), qty(bq).encode(), px(a).encode(), qty(aq).encode())
+        if self.shapes.futures:
+            now = int(time.time() * 1000)
+            head = (
+                b'{"u":%d,"e":"bookTicker","s":"%s"%s' % (self.update_id, self.upper, self._ps())
+                if self.shapes.pair  # COIN-M writes "u" first
+                else b'{"e":"bookTicker","u":%d,"s":"%s"' % (self.update_id, self.upper)
+            )
+            return head + b',"b":"%s","B":"%s","a":"%s","A":"%s","T":%d,"E":%d}' % (
+                *levels,
+                now,
+                now,
+            )
         return b'{"u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s"}' % (
             self.update_id,
             self.upper,
-            _px(b).encode(),
-            _qty(bq).encode(),
-            _px(a).encode(),
-            _qty(aq).encode(),
+            *levels,
+        )
+
+    def mark_price_event(self) -> bytes:
+        """A ``markPriceUpdate`` at the mid (mark = index = settle estimate), funding 0.01 %."""
+        half_ticks = self.bb + self.ba  # the mid in units of 0.005
+        mid = f"{half_ticks // 200}.{half_ticks % 200 * 5:03d}00000".encode()
+        now = int(time.time() * 1000)
+        funding = (now // _FUNDING_MS + 1) * _FUNDING_MS
+        if self.shapes.pair:  # COIN-M writes the settle estimate before the index
+            return (
+                b'{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%s","P":"%s","i":"%s",'
+                b'"r":"0.00010000","T":%d}' % (now, self.upper, mid, mid, mid, funding)
+            )
+        return (
+            b'{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%s","i":"%s","P":"%s",'
+            b'"r":"0.00010000","T":%d}' % (now, self.upper, mid, mid, mid, funding)
         )
 
     def snapshot(self) -> Snapshot:
-        bids = [(_px(p), _qty(q)) for p, q in sorted(self.bids.items(), reverse=True)]
-        asks = [(_px(p), _qty(q)) for p, q in sorted(self.asks.items())]
-        return Snapshot(self.update_id, bids, asks)
+        px, qty = self.px, self.qty
+        bids = [(px(p), qty(q)) for p, q in sorted(self.bids.items(), reverse=True)]
+        asks = [(px(p), qty(q)) for p, q in sorted(self.asks.items())]
+        if not self.shapes.futures:
+            return Snapshot(self.update_id, bids, asks)
+        pair = self.shapes.pair
+        return Snapshot(
+            self.update_id,
+            bids,
+            asks,
+            event_ms=max(self.event_ms, int(time.time() * 1000)),
+            transact_ms=self.event_ms,
+            symbol=self.upper.decode() if pair else None,
+            pair=self.pair.decode() if pair else None,
+        )
+
+
+#: The order depth speeds are published in (spot's as it always was).
+def _depth_order(channel: str) -> bool:
+    return channel != "depth@100ms"
 
 
 class GeneratedMarket:
-    """Evolving books for several symbols at configured per-symbol rates."""
+    """Evolving books for several symbols at configured per-symbol rates.
+
+    Rate-driven channels (``depth``, ``trade``, ``bookTicker``, futures' ``markPrice`` at one a
+    second) each make one change of the book per event; the other streams of a channel group
+    (every depth speed, ``aggTrade`` from ``trade``) are rendered from the same change.
+    """
 
     TICK_S = 0.002
+    MARK_PRICE_RATE = 1.0
 
     def __init__(
         self,
@@ -233,13 +413,25 @@ class GeneratedMarket:
         max_messages: int = 0,
         levels: int = 200,
         seed: int = 1,
+        venue: Venue = DEFAULT_VENUE,
     ) -> None:
         self.hub = hub
         self.symbols = symbols
+        self.venue = venue
+        shapes = shapes_of(venue)
+        #: channel group (the base before "@") -> the venue's channels of it, in publish order
+        self.groups: dict[str, tuple[str, ...]] = {}
+        for ch in sorted(venue.channels, key=_depth_order):
+            base = ch.split("@", 1)[0]
+            self.groups[base] = (*self.groups.get(base, ()), ch)
         self.rates = {"depth": depth_rate, "trade": trade_rate, "bookTicker": ticker_rate}
+        if "markPrice" in self.groups:
+            self.rates["markPrice"] = self.MARK_PRICE_RATE
         self.max_messages = max_messages
         rng = random.Random(seed)
-        self.books = {s: GeneratedBook(s, levels, random.Random(rng.random())) for s in symbols}
+        self.books = {
+            s: GeneratedBook(s, levels, random.Random(rng.random()), shapes) for s in symbols
+        }
         self.finished = asyncio.Event()
         self.produced = 0
 
@@ -251,21 +443,32 @@ class GeneratedMarket:
         await self.hub.started.wait()
         t0 = time.monotonic()
         done = dict.fromkeys(self.rates, 0.0)
-        publish = self.hub.publish
+        hub = self.hub
+        subscribers = hub.subscribers
+        published = hub.published
         per_symbol: dict[str, int] = dict.fromkeys(self.symbols, 0)
         makers: dict[str, Callable[[GeneratedBook], bytes]] = {
             "depth": GeneratedBook.depth_event,
             "trade": GeneratedBook.trade_event,
             "bookTicker": GeneratedBook.ticker_event,
+            "markPrice": GeneratedBook.mark_price_event,
+        }
+        # Streams rendered from a rate-driven channel's change, only when someone listens.
+        extras: dict[str, tuple[tuple[str, Callable[[GeneratedBook], bytes]], ...]] = {
+            "trade": (("aggTrade", GeneratedBook.agg_trade_event),)
         }
         streams = {
-            s: {
-                "depth": (f"{s}@depth@100ms", f"{s}@depth"),
-                "trade": (f"{s}@trade",),
-                "bookTicker": (f"{s}@bookTicker",),
-            }
+            s: {group: tuple(f"{s}@{c}" for c in chans) for group, chans in self.groups.items()}
             for s in self.symbols
         }
+
+        def out(names: tuple[str, ...], data: bytes) -> None:
+            for stream in names:
+                if subscribers.get(stream):
+                    hub.publish(stream, envelope(stream, data))
+                else:
+                    published[stream] = published.get(stream, 0) + 1
+
         while True:
             elapsed = time.monotonic() - t0
             # Interleave channels in proportion to their rates.
@@ -285,12 +488,13 @@ class GeneratedMarket:
                         continue
                     per_symbol[sym] += 1
                     self.produced += 1
-                    data = makers[ch](book)
-                    for stream in streams[sym][ch]:
-                        if self.hub.subscribers.get(stream):
-                            publish(stream, envelope(stream, data))
-                        else:
-                            self.hub.published[stream] = self.hub.published.get(stream, 0) + 1
+                    names = streams[sym]
+                    out(names.get(ch, ()), makers[ch](book))
+                    for group, render in extras.get(ch, ()):
+                        extra = names.get(group, ())
+                        if extra:
+                            listened = any(subscribers.get(s) for s in extra)
+                            out(extra, render(book) if listened else b"")
             if self.max_messages and all(v >= self.max_messages for v in per_symbol.values()):
                 self.finished.set()
                 return
@@ -301,11 +505,17 @@ class GeneratedMarket:
 
 
 class ReplayBook:
-    """The book of a replayed symbol: the recorded snapshot plus every diff published since."""
+    """The book of a replayed symbol: the recorded snapshot plus every diff published since.
+
+    Futures snapshots also carry ``E`` and ``T``: those of the last diff applied, else the
+    recorded snapshot's; COIN-M's ``symbol`` and ``pair`` are the recorded snapshot's.
+    """
 
     def __init__(self) -> None:
         self.base: tuple[int, dict[str, str], dict[str, str]] | None = None
         self.pending: list[bytes] = []  # published diff payloads not yet applied
+        self.times: tuple[int, int] | None = None  # (E, T) of the state in base
+        self.names: dict[str, str] = {}  # the recorded snapshot's symbol and pair
 
     def set_snapshot(self, raw: bytes) -> None:
         if self.base is not None:
@@ -316,8 +526,11 @@ class ReplayBook:
             {p: q for p, q in snap["bids"]},
             {p: q for p, q in snap["asks"]},
         )
+        if "E" in snap:
+            self.times = (int(snap["E"]), int(snap.get("T", snap["E"])))
+        self.names = {k: str(snap[k]) for k in ("symbol", "pair") if k in snap}
 
-    def snapshot(self) -> Snapshot | None:
+    def snapshot(self, shapes: Shapes = SHAPES["spot"], symbol: str = "") -> Snapshot | None:
         if self.base is None:
             return None
         last, bids, asks = self.base
@@ -332,21 +545,34 @@ class ReplayBook:
                     else:
                         side[p] = q
             last = int(d["u"])
+            if "E" in d:
+                self.times = (int(d["E"]), int(d.get("T", d["E"])))
         self.pending.clear()
         self.base = (last, bids, asks)
-        return Snapshot(
+        snap = Snapshot(
             last,
             sorted(bids.items(), key=lambda x: Decimal(x[0]), reverse=True),
             sorted(asks.items(), key=lambda x: Decimal(x[0])),
         )
+        if shapes.futures:
+            now = time.time_ns() // 1_000_000
+            snap.event_ms, snap.transact_ms = self.times or (now, now)
+        if shapes.pair:
+            snap.symbol = self.names.get("symbol", symbol.upper())
+            snap.pair = self.names.get("pair", pair_of(symbol))
+        return snap
 
 
 class ReplayMarket:
     """Replays recorded files at recorded pace times ``speed`` (0: as fast as possible)."""
 
-    def __init__(self, hub: Hub, files: list[Path], speed: float = 1.0) -> None:
+    def __init__(
+        self, hub: Hub, files: list[Path], speed: float = 1.0, venue: Venue = DEFAULT_VENUE
+    ) -> None:
         self.hub = hub
         self.speed = speed
+        self.venue = venue
+        self.shapes = shapes_of(venue)
         self.finished = asyncio.Event()
         self.items: list[tuple[int, str, bytes]] = []
         self.books: dict[str, ReplayBook] = {}
@@ -392,7 +618,7 @@ class ReplayMarket:
 
     def snapshot(self, symbol: str) -> Snapshot | None:
         book = self.books.get(symbol)
-        return book.snapshot() if book else None
+        return book.snapshot(self.shapes, symbol) if book else None
 
     async def run(self) -> None:
         await self.hub.started.wait()

@@ -1,11 +1,26 @@
-"""The fake Binance Spot server: combined-stream websockets and the REST depth snapshot.
+"""The fake Binance server: combined-stream websockets and the REST depth snapshot, per venue.
 
-Endpoints (same paths as Binance):
+The venue is ``VENUES[settings.venue]`` (:mod:`vps_brain.venues`); endpoints are Binance's:
 
-* ``GET /stream?streams=a/b/c``: websocket, each event as ``{"stream":..,"data":..}``; the server
-  pings every ``ping_interval_s`` and closes a connection that has not ponged for 3 intervals.
-* ``GET /api/v3/depth?symbol=ETHUSDT&limit=1000``: snapshot with ``lastUpdateId``; 429 with
-  ``Retry-After`` when that fault is armed.
+* websocket ``GET /stream?streams=a/b/c`` on a venue without routes (spot, COIN-M). On a venue
+  with routes (USD-M) ``GET /public/stream``, ``GET /market/stream``, and ``GET /stream``, which
+  is served as ``/public`` ("a connection with no routed path only receives /public data").
+  Each event arrives as ``{"stream":..,"data":..}``. A stream requested on a path that does not
+  carry it (``venue.route_of(channel)`` is another path) is accepted in the handshake and never
+  delivered, as Binance fails silently; the connection's stats count what it withheld
+  (``unrouted``). The server pings every ``ping_interval_s`` of the settings and closes a
+  connection that has not ponged for 3 intervals.
+* ``GET <venue.depth_path>?symbol=ETHUSDT&limit=1000`` (``/api/v3/depth``, ``/fapi/v1/depth``,
+  ``/dapi/v1/depth``): snapshot with ``lastUpdateId`` (futures: ``E``, ``T``; COIN-M: ``symbol``,
+  ``pair``); a limit the venue does not take answers 400 ``{"code": -1100, ...}``; 429 with
+  ``Retry-After`` when that fault is armed. ``X-MBX-USED-WEIGHT-1M`` carries the weight used in
+  the current minute (``venue.depth_weight``). ``.../ping`` beside it answers ``{}``.
+
+Incoming messages: a client that sends more than ``venue.messages_per_second`` frames (text,
+binary, ping, pong) within one second is disconnected ("too many messages"), as Binance does.
+Pongs answering this server's own pings are not counted (at most one per ping): Binance pings
+every 20 s or more, but tests compress the interval, and a collector that only answers pings
+must never trip the limit.
 
 Control endpoints for tests and the lab (not Binance):
 
@@ -16,6 +31,8 @@ Control endpoints for tests and the lab (not Binance):
 
 Faults from :class:`~vps_brain.config.FaultSettings` apply to every connection; injected bad
 frames (malformed, oversized, unknown stream) are *extra* frames, so the real sequence is intact.
+A gap skips messages of one stream on one connection: on futures the next diff's ``pu`` then
+names an ``u`` the connection never saw (the "pu break").
 """
 
 from __future__ import annotations
@@ -32,11 +49,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from vps_brain.config import FaultSettings, SimulatorSettings
-from vps_brain.sim.market import CHANNELS, GeneratedMarket, Hub, Market, ReplayMarket, envelope
+from vps_brain.sim.market import GeneratedMarket, Hub, Market, ReplayMarket, envelope, shapes_of
+from vps_brain.venues import VENUES, Venue, VenueError
 
 log = logging.getLogger("vps_brain.sim")
 
 OUTBOX_MAX = 500_000  # a client this far behind is disconnected (Binance does the same)
+#: The routed path that a connection on the bare ``/stream`` is served as.
+DEFAULT_ROUTE = "/public"
+TOO_MANY = "too many messages"
+_COUNTED = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG)
 
 
 @dataclass
@@ -44,21 +66,42 @@ class ConnStats:
     id: int
     streams: list[str]
     opened_at: float
+    #: The path the client connected to (``/stream``, ``/public/stream``) and the route it got
+    #: (``""`` on a venue without routes).
+    path: str = "/stream"
+    route: str = ""
     sent: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     injected: dict[str, int] = field(default_factory=dict)
+    #: Streams accepted on a path that does not carry them: messages withheld, per stream.
+    unrouted: dict[str, int] = field(default_factory=dict)
     pings: int = 0
     pongs: int = 0
+    #: Frames the client sent (text, binary, ping, pong).
+    received: int = 0
     closed_reason: str | None = None
 
 
 class SimConnection:
     """One websocket client: an outbox fed by the hub, a sender task applying the faults."""
 
-    def __init__(self, sim: Simulator, ws: web.WebSocketResponse, cid: int, streams: list[str]):
+    def __init__(
+        self,
+        sim: Simulator,
+        ws: web.WebSocketResponse,
+        cid: int,
+        streams: list[str],
+        path: str = "/stream",
+        route: str = "",
+        unrouted: frozenset[str] = frozenset(),
+    ):
         self.sim = sim
         self.ws = ws
-        self.stats = ConnStats(cid, streams, time.monotonic())
+        self.stats = ConnStats(
+            cid, streams, time.monotonic(), path, route, unrouted=dict.fromkeys(sorted(unrouted), 0)
+        )
+        self.unrouted = unrouted
+        self.delivered = [s for s in streams if s not in unrouted]
         self.outbox: deque[tuple[str, bytes]] = deque()
         self.wake = asyncio.Event()
         self.total_sent = 0
@@ -69,8 +112,15 @@ class SimConnection:
         self.gap_armed = f.gap_after_messages > 0
         self.trade_gap_armed = f.trade_gap_after_messages > 0
         self.last_pong = time.monotonic()
+        self.pings_owed = 0  # pings sent and not yet answered
+        self.recent: deque[float] = (
+            deque()
+        )  # when the counted client frames of the last second came
 
     def deliver(self, stream: str, payload: bytes) -> None:
+        if stream in self.unrouted:
+            self.stats.unrouted[stream] += 1
+            return
         self.outbox.append((stream, payload))
         if len(self.outbox) > OUTBOX_MAX:
             self.close("slow client")
@@ -99,12 +149,12 @@ class SimConnection:
             self.extra.append(("unknown", envelope("zzzusdt@trade", b'{"e":"trade","t":1}')))
         if self.gap_armed and n >= f.gap_after_messages:
             self.gap_armed = False
-            depth = next((s for s in self.stats.streams if "@depth" in s), None)
+            depth = next((s for s in self.delivered if "@depth" in s), None)
             if depth:
                 self.skip[depth] = self.skip.get(depth, 0) + f.gap_size
         if self.trade_gap_armed and n >= f.trade_gap_after_messages:
             self.trade_gap_armed = False
-            trade = next((s for s in self.stats.streams if s.endswith("@trade")), None)
+            trade = next((s for s in self.delivered if s.endswith("@trade")), None)
             if trade:
                 self.skip[trade] = self.skip.get(trade, 0) + f.gap_size
 
@@ -142,7 +192,7 @@ class SimConnection:
         await ws.close(code=1001, message=(self.close_reason or "closed").encode()[:120])
 
     async def ping_loop(self) -> None:
-        interval = self.sim.settings.ping_interval_s
+        interval = self.sim.ping_interval_s
         n = 0
         while self.close_reason is None:
             await asyncio.sleep(interval)
@@ -153,6 +203,7 @@ class SimConnection:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.ping(str(n).encode())
                 self.stats.pings += 1
+                self.pings_owed += 1
 
     async def cut_loop(self) -> None:
         while self.close_reason is None:
@@ -166,12 +217,30 @@ class SimConnection:
                 return
             await asyncio.sleep(min(left, 0.05))
 
+    def _count_incoming(self, solicited: bool) -> None:
+        """Count one client frame against the venue's per-second limit; close when over it."""
+        self.stats.received += 1
+        if solicited:
+            return
+        now = time.monotonic()
+        recent = self.recent
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) > self.sim.venue.messages_per_second:
+            self.close(TOO_MANY)
+
     async def read_loop(self) -> None:
         async for msg in self.ws:
+            if msg.type in _COUNTED:
+                solicited = msg.type is WSMsgType.PONG and self.pings_owed > 0
+                if solicited:
+                    self.pings_owed -= 1
+                self._count_incoming(solicited)
             if msg.type == WSMsgType.PONG:
                 self.last_pong = time.monotonic()
                 self.stats.pongs += 1
-            elif msg.type == WSMsgType.PING:
+            elif msg.type == WSMsgType.PING and self.close_reason is None:
                 await self.ws.pong(msg.data)
             # Text from the client (SUBSCRIBE etc.) is ignored: subscriptions are in the URL.
         self.close(self.close_reason or "client closed")
@@ -187,11 +256,17 @@ class Simulator:
 
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
+        self.venue: Venue = VENUES[settings.venue]
+        self.shapes = shapes_of(self.venue)
+        #: The settings' ping interval (the venue's if the settings ever leave it unset).
+        self.ping_interval_s: float = settings.ping_interval_s or self.venue.ping_interval_s
         self.faults: FaultSettings = settings.faults.model_copy()
         self.hub = Hub()
         self.market: Market
         if settings.mode == "replay":
-            self.market = ReplayMarket(self.hub, settings.replay_files, settings.replay_speed)
+            self.market = ReplayMarket(
+                self.hub, settings.replay_files, settings.replay_speed, venue=self.venue
+            )
         else:
             self.market = GeneratedMarket(
                 self.hub,
@@ -202,6 +277,7 @@ class Simulator:
                 settings.max_messages,
                 settings.book_levels,
                 settings.seed,
+                venue=self.venue,
             )
         self.connections: dict[int, SimConnection] = {}
         self.closed: list[ConnStats] = []
@@ -209,16 +285,30 @@ class Simulator:
         self.rest_requests = 0
         self.rest_429_left = self.faults.rest_429_count
         self.rest_429_sent = 0
+        self.rest_weight = 0  # weight of every depth snapshot served
+        self._weight_minute = (0, 0)  # (minute, weight used in it): X-MBX-USED-WEIGHT-1M
         self._runner: web.AppRunner | None = None
         self._market_task: asyncio.Task[None] | None = None
         self.port = settings.port
 
     # ------------------------------------------------------------------------------ lifecycle
+    @property
+    def ws_paths(self) -> dict[str, str]:
+        """Websocket path -> the route it is served as (``""``: no routes)."""
+        if not self.venue.routes:
+            return {"/stream": ""}
+        paths = {f"{route}/stream": route for route, _bases in self.venue.routes}
+        routes = {route for route, _ in self.venue.routes}
+        paths["/stream"] = DEFAULT_ROUTE if DEFAULT_ROUTE in routes else ""
+        return paths
+
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/stream", self._ws_handler)
-        app.router.add_get("/api/v3/depth", self._depth_handler)
-        app.router.add_get("/api/v3/ping", self._ping_handler)
+        for path in self.ws_paths:
+            app.router.add_get(path, self._ws_handler)
+        depth_path = self.venue.depth_path
+        app.router.add_get(depth_path, self._depth_handler)
+        app.router.add_get(depth_path.rsplit("/", 1)[0] + "/ping", self._ping_handler)
         app.router.add_get("/_sim/stats", self._stats_handler)
         app.router.add_post("/_sim/fault/{name}", self._fault_handler)
         return app
@@ -265,7 +355,7 @@ class Simulator:
 
     def inject_gap(self, stream: str, count: int) -> None:
         for conn in self.connections.values():
-            if stream in conn.stats.streams:
+            if stream in conn.delivered:
                 conn.skip[stream] = conn.skip.get(stream, 0) + count
 
     def inject_malformed(self) -> None:
@@ -295,24 +385,40 @@ class Simulator:
     # ------------------------------------------------------------------------------ handlers
     def _valid_stream(self, stream: str) -> bool:
         sym, sep, channel = stream.partition("@")
-        if isinstance(self.market, ReplayMarket):  # any channel of a recorded symbol
-            return bool(sep and channel) and sym in self.market.symbols
-        return bool(sep) and sym in self.market.symbols and channel in CHANNELS
+        if not (sep and channel and sym in self.market.symbols):
+            return False
+        if not isinstance(self.market, ReplayMarket) and channel not in self.venue.channels:
+            return False  # replay: any channel of a recorded symbol
+        try:
+            self.venue.route_of(channel)
+        except VenueError:
+            return False
+        return True
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
         bad = [s for s in streams if not self._valid_stream(s)]
-        if not streams or bad or len(streams) > 1024:
+        if not streams or bad or len(streams) > self.venue.max_streams_per_connection:
             return web.json_response(
                 {"code": -1121, "msg": f"Invalid stream(s): {bad or streams}"}, status=400
             )
+        route = self.ws_paths[request.path]
+        unrouted = frozenset(
+            s for s in streams if self.venue.route_of(s.partition("@")[2]) != route
+        )
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
         await ws.prepare(request)
         cid = next(self._ids)
-        conn = SimConnection(self, ws, cid, streams)
+        conn = SimConnection(self, ws, cid, streams, request.path, route, unrouted)
         self.connections[cid] = conn
         self.hub.subscribe(conn, streams)
-        log.info("connection %d opened: %d streams", cid, len(streams))
+        log.info(
+            "connection %d opened on %s: %d streams (%d unrouted)",
+            cid,
+            request.path,
+            len(streams),
+            len(unrouted),
+        )
         tasks = [
             asyncio.create_task(conn.send_loop()),
             asyncio.create_task(conn.ping_loop()),
@@ -334,6 +440,26 @@ class Simulator:
             log.info("connection %d closed: %s", cid, conn.close_reason)
         return ws
 
+    def _illegal_limit(self) -> web.Response:
+        v = self.venue
+        legal = ", ".join(map(str, v.depth_limits)) if v.depth_limits else f"1 - {v.max_depth}"
+        return web.json_response(
+            {
+                "code": -1100,
+                "msg": f"Illegal characters found in parameter 'limit'; legal range is '{legal}'.",
+            },
+            status=400,
+        )
+
+    def _use_weight(self, weight: int) -> int:
+        """Add ``weight`` to the current minute's; the minute's total so far."""
+        minute = int(time.time() // 60)
+        seen, used = self._weight_minute
+        used = (used if seen == minute else 0) + weight
+        self._weight_minute = (minute, used)
+        self.rest_weight += weight
+        return used
+
     async def _depth_handler(self, request: web.Request) -> web.Response:
         self.rest_requests += 1
         if self.rest_429_left > 0:
@@ -346,30 +472,41 @@ class Simulator:
             )
         symbol = request.query.get("symbol", "").lower()
         try:
-            limit = int(request.query.get("limit", "100"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= 5000:
-            return web.json_response({"code": -1100, "msg": "Illegal limit"}, status=400)
+            limit = int(request.query.get("limit", str(self.shapes.default_limit)))
+            self.venue.check_depth_limit(limit)
+        except (ValueError, VenueError):  # VenueError is a ValueError; both named for the reader
+            return self._illegal_limit()
         snap = self.market.snapshot(symbol) if symbol in self.market.symbols else None
         if snap is None:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
-        return web.Response(body=snap.body(limit), content_type="application/json")
+        used = self._use_weight(self.venue.depth_weight(limit))
+        return web.Response(
+            body=snap.body(limit),
+            content_type="application/json",
+            headers={"X-MBX-USED-WEIGHT-1M": str(used)},
+        )
 
     def stats(self) -> dict[str, Any]:
         conns = [*self.closed, *(c.stats for c in self.connections.values())]
         sent: dict[str, int] = {}
+        unrouted: dict[str, int] = {}
         for c in conns:
             for s, n in c.sent.items():
                 sent[s] = sent.get(s, 0) + n
+            for s, n in c.unrouted.items():
+                unrouted[s] = unrouted.get(s, 0) + n
         return {
+            "venue": self.venue.name,
             "published": dict(self.hub.published),
             "sent": sent,
+            "unrouted": unrouted,
             "finished": self.market.finished.is_set(),
             "open_connections": len(self.connections),
             "connections": [c.__dict__ | {"opened_at": None} for c in conns],
+            "rate_limited": sum(c.closed_reason == TOO_MANY for c in conns),
             "rest_requests": self.rest_requests,
             "rest_429_sent": self.rest_429_sent,
+            "rest_weight": self.rest_weight,
         }
 
     async def _ping_handler(self, _request: web.Request) -> web.Response:
@@ -407,10 +544,12 @@ async def serve(settings: SimulatorSettings) -> None:
     sim = Simulator(settings)
     await sim.start()
     log.info(
-        "simulator listening on %s (%s mode, symbols %s)",
+        "simulator listening on %s (%s, %s mode, symbols %s, websocket paths %s)",
         sim.ws_url,
+        sim.venue.name,
         settings.mode,
         ",".join(sim.market.symbols),
+        ", ".join(sim.ws_paths),
     )
     try:
         await asyncio.Event().wait()
