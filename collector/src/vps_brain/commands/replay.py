@@ -58,7 +58,10 @@ def _book_exchange(root: Path, args: argparse.Namespace) -> str | None:
     """The one exchange whose book of ``--check-book`` is checked; None (said why) if unclear."""
     symbol = args.check_book.lower()
     stored = sorted(
-        {p.parent.name[len("exchange=") :] for p in root.glob(f"data/exchange=*/*/symbol={symbol}")}
+        {
+            p.parent.parent.name[len("exchange=") :]
+            for p in root.glob(f"data/exchange=*/*/symbol={symbol}")
+        }
     )
     wanted = [e for e in stored if not args.exchange or e in args.exchange]
     if len(wanted) == 1:
