@@ -9,7 +9,10 @@ Runs, against a private redis-server and the simulator (each in its own process)
       JSON fields (``json.loads`` the frame, ``json.dumps`` the data back), no compression;
    messages/s of each, their ratio, and raw exchange bytes / Redis-stored bytes
    (``MEMORY USAGE`` of the streams);
-2. latency: the collector at 5,000 msg/s (generated market); a separate reader process measures
+2. futures: the USD-M ETHUSDT recording (depth@0ms, trade, bookTicker) replayed as fast as
+   possible into the collector as a ``usdm`` market (pu sequence rule, routed /public path):
+   messages/s and raw / stored beside the spot figures;
+3. latency: the collector at 5,000 msg/s (generated market); a separate reader process measures
    receive time (recorded ns in each record) -> entry visible in Redis (XREAD BLOCK), p50/p99.
 
 Usage: ``.venv/bin/python bench/bench_collector.py [--latency-seconds 8] [--data DIR]``
@@ -40,6 +43,7 @@ from vps_brain.recordings import read_recording
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "binance"
 FILES = ("spot_ethusdt_20240808.gz", "spot_ethusdt_20240809.gz")
+FUTURES_FILE = "usdm_ethusdt_20240808.gz"
 STREAMS = ("ethusdt@trade", "ethusdt@depth@100ms", "ethusdt@bookTicker")
 
 
@@ -120,20 +124,31 @@ def start_redis(procs: Procs, workdir: Path) -> int:
 def start_sim(procs: Procs, args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     p = procs.start([sys.executable, "-m", "vps_brain.cli", "simulate", "--port", str(port), *args])
-    wait_http(f"http://127.0.0.1:{port}/api/v3/ping")
+    wait_http(f"http://127.0.0.1:{port}/_sim/stats")
     return p, port
 
 
-def collector_settings(redis_port: int, sim_port: int, spool: Path, prefix: str) -> Settings:
+def collector_settings(
+    redis_port: int,
+    sim_port: int,
+    spool: Path,
+    prefix: str,
+    venue: str = "spot",
+    channels: tuple[str, ...] = ("trade", "depth@100ms", "bookTicker"),
+) -> Settings:
+    market = {
+        "venue": venue,
+        "exchange": prefix,
+        "ws_url": f"ws://127.0.0.1:{sim_port}",
+        "rest_url": f"http://127.0.0.1:{sim_port}",
+        "symbols": ["ethusdt"],
+        "channels": list(channels),
+    }
     return Settings.model_validate(
         {
             "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
             "collector": {
-                "exchange": prefix,
-                "ws_url": f"ws://127.0.0.1:{sim_port}",
-                "rest_url": f"http://127.0.0.1:{sim_port}",
-                "symbols": ["ethusdt"],
-                "channels": ["trade", "depth@100ms", "bookTicker"],
+                "markets": [market],
                 "spool_dir": str(spool),
                 "metrics_port": 0,
                 "trim_interval_s": 0,
@@ -279,6 +294,12 @@ async def main() -> None:
     messages = [r for f in files for r in read_recording(f) if not r.is_snapshot]
     n = len(messages)
     raw_bytes = sum(len(r.raw) for r in messages)
+    futures_file = args.data / FUTURES_FILE
+    if not futures_file.exists():
+        raise SystemExit(f"recorded data not found: {futures_file}")
+    f_messages = [r for r in read_recording(futures_file) if not r.is_snapshot]
+    f_n = len(f_messages)
+    f_raw_bytes = sum(len(r.raw) for r in f_messages)
 
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="bench-collector-"))
@@ -296,7 +317,22 @@ async def main() -> None:
         t_base, cpu_base = await run_baseline(redis_port, sim_port, n)
         procs.stop(sim)
 
+        sim, sim_port = start_sim(
+            procs, ["--venue", "usdm", "--replay", str(futures_file), "--speed", "0"]
+        )
+        futures = collector_settings(
+            redis_port,
+            sim_port,
+            workdir / "spool-usdm",
+            "binance-usdm",
+            venue="usdm",
+            channels=("trade", "depth@0ms", "bookTicker"),
+        )
+        t_fut, cpu_fut = await run_collector(futures, f_n)
+        procs.stop(sim)
+
         col_stored = stored_bytes(redis_port, "md:binance:*")
+        fut_stored = stored_bytes(redis_port, "md:binance-usdm:*")
         base_stored = stored_bytes(redis_port, "seed:*")
         lat = await latency(procs, redis_port, workdir / "spool-lat", args.latency_seconds)
     finally:
@@ -318,6 +354,13 @@ async def main() -> None:
         ("ratio", f"{col_rate / base_rate:>10.1f} x     (target >= 3x; >= 50,000 msg/s)"),
         ("raw / stored", f"{raw_bytes / col_stored:>10.1f} x     (collector, target >= 7x)"),
         ("raw / stored", f"{raw_bytes / base_stored:>10.2f} x     (baseline)"),
+        ("futures input", f"{f_n:,} messages, {f_raw_bytes / 1e6:.1f} MB raw (USD-M ETHUSDT)"),
+        (
+            "collector usdm",
+            f"{f_n / t_fut:>10,.0f} msg/s   ({t_fut:.2f} s wall; {f_n / cpu_fut:,.0f} msg per "
+            f"CPU-s; {f_n / t_fut / col_rate:.2f} x spot's rate)",
+        ),
+        ("raw / stored", f"{f_raw_bytes / fut_stored:>10.1f} x     (collector, usdm)"),
         (
             "latency @5k/s",
             f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms "
