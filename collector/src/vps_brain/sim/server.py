@@ -200,10 +200,10 @@ class SimConnection:
                 self.close("no pong")
                 return
             n += 1
+            self.pings_owed += 1  # before sending: the pong may be read before ping() returns
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.ping(str(n).encode())
                 self.stats.pings += 1
-                self.pings_owed += 1
 
     async def cut_loop(self) -> None:
         while self.close_reason is None:
