@@ -23,7 +23,10 @@ class Sink:
         return [k for _key, k, _p in self.records]
 
     def messages(self) -> list[bytes]:
-        return [p for _key, k, p in self.records if k == Kind.MESSAGE]
+        return self.of(Kind.MESSAGE)
+
+    def of(self, kind: Kind) -> list[bytes]:
+        return [p for _key, k, p in self.records if k == kind]
 
 
 def trade(t: int) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from harness import SPOT
+from test_collect_router import Sink
 
 from vps_brain.collect.router import Router
 from vps_brain.collect.stats import CollectorStats
@@ -135,18 +136,6 @@ def depth(u_lo: int, u_hi: int, pu: int) -> bytes:
 
 def agg(a: int) -> bytes:
     return b'{"stream":"ethusdt@aggTrade","data":{"e":"aggTrade","a":%d,"p":"1","q":"2"}}' % a
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, int, bytes]] = []
-        self.snapshots: list[str] = []
-
-    def emit(self, key: str, _recv_ns: int, kind: int, payload: bytes) -> None:
-        self.records.append((key, kind, payload))
-
-    def of(self, kind: Kind) -> list[bytes]:
-        return [p for _k, k, p in self.records if k == kind]
 
 
 def futures_router() -> tuple[Router, Sink, CollectorStats]:

@@ -26,7 +26,7 @@ Facts as documented by Binance (checked 2026-12; see docs/venues.md for the sour
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Final
@@ -159,66 +159,57 @@ _FUTURES_CHANNELS: Final = (
 _FUTURES_LIMITS: Final = (5, 10, 20, 50, 100, 500, 1000)
 _FUTURES_WEIGHTS: Final = ((50, 2), (100, 5), (500, 10), (1000, 20))
 
-_ALL: Final = (
-    Venue(
-        name="spot",
-        exchange="binance",
-        ws_url="wss://data-stream.binance.vision",
-        rest_url="https://data-api.binance.vision",
-        depth_path="/api/v3/depth",
-        depth_limits=None,
-        max_depth=5000,
-        depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
-        weight_per_minute=6000,
-        max_streams_per_connection=1024,
-        messages_per_second=5,
-        lifetime_s=_DAY,
-        ping_interval_s=20.0,
-        sequence=SequenceRule.SPOT,
-        channels=_SPOT_CHANNELS,
-        default_channels=("trade", "depth@100ms", "bookTicker"),
-    ),
-    Venue(
-        name="usdm",
-        exchange="binance-usdm",
-        ws_url="wss://fstream.binance.com",
-        rest_url="https://fapi.binance.com",
-        depth_path="/fapi/v1/depth",
-        depth_limits=_FUTURES_LIMITS,
-        max_depth=1000,
-        depth_weights=_FUTURES_WEIGHTS,
-        weight_per_minute=2400,
-        max_streams_per_connection=1024,
-        messages_per_second=10,
-        lifetime_s=_DAY,
-        ping_interval_s=180.0,
-        sequence=SequenceRule.FUTURES,
-        channels=_FUTURES_CHANNELS,
-        default_channels=("trade", "depth@100ms", "bookTicker"),
-        routes=(
-            ("/public", ("depth", "bookTicker", "trade")),
-            ("/market", ("aggTrade", "markPrice", "forceOrder", "kline")),
-        ),
-    ),
-    Venue(
-        name="coinm",
-        exchange="binance-coinm",
-        ws_url="wss://dstream.binance.com",
-        rest_url="https://dapi.binance.com",
-        depth_path="/dapi/v1/depth",
-        depth_limits=_FUTURES_LIMITS,
-        max_depth=1000,
-        depth_weights=_FUTURES_WEIGHTS,
-        weight_per_minute=2400,
-        max_streams_per_connection=1024,
-        messages_per_second=10,
-        lifetime_s=_DAY,
-        ping_interval_s=180.0,
-        sequence=SequenceRule.FUTURES,
-        channels=_FUTURES_CHANNELS,
-        default_channels=("trade", "depth@100ms", "bookTicker"),
+_SPOT: Final = Venue(
+    name="spot",
+    exchange="binance",
+    ws_url="wss://data-stream.binance.vision",
+    rest_url="https://data-api.binance.vision",
+    depth_path="/api/v3/depth",
+    depth_limits=None,
+    max_depth=5000,
+    depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
+    weight_per_minute=6000,
+    max_streams_per_connection=1024,
+    messages_per_second=5,
+    lifetime_s=_DAY,
+    ping_interval_s=20.0,
+    sequence=SequenceRule.SPOT,
+    channels=_SPOT_CHANNELS,
+    default_channels=("trade", "depth@100ms", "bookTicker"),
+)
+_USDM: Final = Venue(
+    name="usdm",
+    exchange="binance-usdm",
+    ws_url="wss://fstream.binance.com",
+    rest_url="https://fapi.binance.com",
+    depth_path="/fapi/v1/depth",
+    depth_limits=_FUTURES_LIMITS,
+    max_depth=1000,
+    depth_weights=_FUTURES_WEIGHTS,
+    weight_per_minute=2400,
+    max_streams_per_connection=1024,
+    messages_per_second=10,
+    lifetime_s=_DAY,
+    ping_interval_s=180.0,
+    sequence=SequenceRule.FUTURES,
+    channels=_FUTURES_CHANNELS,
+    default_channels=("trade", "depth@100ms", "bookTicker"),
+    routes=(
+        ("/public", ("depth", "bookTicker", "trade")),
+        ("/market", ("aggTrade", "markPrice", "forceOrder", "kline")),
     ),
 )
+#: COIN-M: USD-M's limits and rules on its own hosts, without routed paths.
+_COINM: Final = replace(
+    _USDM,
+    name="coinm",
+    exchange="binance-coinm",
+    ws_url="wss://dstream.binance.com",
+    rest_url="https://dapi.binance.com",
+    depth_path="/dapi/v1/depth",
+    routes=(),
+)
+_ALL: Final = (_SPOT, _USDM, _COINM)
 
 #: Every venue by name, in a fixed order (spot first).
 VENUES: Final[Mapping[str, Venue]] = MappingProxyType({v.name: v for v in _ALL})
