@@ -1,10 +1,13 @@
-"""One fact, one home: the Ansible roles deploy the pydantic settings' defaults, and the Brain's
-Redis ACL in the redis role is the one the Python tests grant (``READER_ACL``).
+"""One fact, one home: the Ansible roles deploy the pydantic settings' defaults, the Brain's
+Redis ACL in the redis role is the one the Python tests grant (``READER_ACL``), and the collector
+role knows the venues and channels of :data:`vps_brain.venues.VENUES`.
 
 The settings (collector/src/vps_brain/config.py) are the truth; each role default that fills a
 settings field is compared with that field's default, so a copy that drifts fails here. Role
 variables that are not settings (units, users, paths of the deployment) and values the role
-computes or requires are listed with the reason they are not compared.
+computes or requires are listed with the reason they are not compared. The collector role's venue
+choices (meta/argument_specs.yml) and its channel lists (vars/main.yml), which its preflight
+checks the inventory against, are compared with ``VENUES``.
 """
 
 from __future__ import annotations
@@ -16,18 +19,22 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from vps_brain.config import Settings
+from vps_brain.config import MarketSettings, Settings
 from vps_brain.consume.reader import READER_ACL
+from vps_brain.venues import VENUES
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
-#: role -> {role variable: dotted settings field} (as the role's config template maps them).
+#: role -> {role variable: dotted settings field} (as the role's config template maps them; a
+#: number indexes a list). The collector's shorthand variables make the one spot market the
+#: settings default to: they are compared with that market's symbols, channels and endpoints (the
+#: venue's, ``MarketSettings.ws_base`` etc., when the market leaves them unset).
 FIELDS: dict[str, dict[str, str]] = {
     "collector": {
-        "collector_ws_url": "collector.ws_url",
-        "collector_rest_url": "collector.rest_url",
-        "collector_symbols": "collector.symbols",
-        "collector_channels": "collector.channels",
+        "collector_ws_url": "collector.markets.0.ws_base",
+        "collector_rest_url": "collector.markets.0.rest_base",
+        "collector_symbols": "collector.markets.0.symbols",
+        "collector_channels": "collector.markets.0.stream_channels",
         "collector_redis_url": "redis.url",
         "collector_framing": "collector.framing",
         "collector_spool_dir": "collector.spool_dir",
@@ -67,6 +74,8 @@ NOT_COMPARED: dict[str, str] = {
     "consumer_redis_db": "part of redis.url, which the role builds (Jinja) from the address",
     "consumer_redis_url": "empty means: built from the address (Jinja); no settings default",
     "collector_extra_settings": "more settings fields, merged into the section as given",
+    "collector_markets": "[] = the one spot market of collector_symbols, collector_channels, "
+    "collector_ws_url and collector_rest_url, each compared with collector.markets.0 above",
     "consumer_extra_settings": "more settings fields, merged into the section as given",
     **{
         f"{role}_{name}": _DEPLOYMENT
@@ -93,10 +102,14 @@ def role_defaults(role: str) -> dict[str, Any]:
     return data
 
 
+def role_file(role: str, *path: str) -> Any:
+    return yaml.safe_load((ROLES / role).joinpath(*path).read_text())
+
+
 def settings_default(path: str) -> Any:
     node: Any = Settings()
     for part in path.split("."):
-        node = getattr(node, part)
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
     return node
 
 
@@ -134,3 +147,41 @@ def test_reader_acl_is_what_the_redis_role_grants_the_brain() -> None:
         f"only in READER_ACL: {sorted(set(READER_ACL) - set(role_rules))}; "
         f"only in roles/redis: {sorted(set(role_rules) - set(READER_ACL))}"
     )
+
+
+# ------------------------------------------------------------------ the collector role's venues
+
+
+def collector_markets_spec() -> dict[str, Any]:
+    spec = role_file("collector", "meta", "argument_specs.yml")
+    options: dict[str, Any] = spec["argument_specs"]["main"]["options"]["collector_markets"]
+    return options
+
+
+def test_collector_role_venue_choices_are_the_venues() -> None:
+    choices = collector_markets_spec()["options"]["venue"]["choices"]
+    assert choices == list(VENUES), (
+        f"roles/collector/meta/argument_specs.yml collector_markets.venue choices {choices} but "
+        f"vps_brain.venues.VENUES has {list(VENUES)}"
+    )
+
+
+def test_collector_role_channels_of_each_venue_are_the_venues_channels() -> None:
+    role = role_file("collector", "vars", "main.yml")["_collector_venue_channels"]
+    python = {name: list(venue.channels) for name, venue in VENUES.items()}
+    assert role == python, (
+        f"roles/collector/vars/main.yml _collector_venue_channels {role} but "
+        f"vps_brain.venues.VENUES channels are {python}"
+    )
+    assert list(role) == list(VENUES), "list the venues in the order of VENUES"
+
+
+def test_collector_role_market_keys_are_market_settings_fields() -> None:
+    keys = set(collector_markets_spec()["options"])
+    assert keys <= set(MarketSettings.model_fields), (
+        f"collector_markets suboptions that collector.markets rejects: "
+        f"{sorted(keys - set(MarketSettings.model_fields))}"
+    )
+    required = {k for k, o in collector_markets_spec()["options"].items() if o.get("required")}
+    python_required = {k for k, f in MarketSettings.model_fields.items() if f.is_required()}
+    assert python_required <= required, (python_required, required)
