@@ -13,14 +13,16 @@ in shared/data/binance): spot as it always was (its bytes and its random sequenc
 futures diffs carry ``E``, ``T`` and ``pu`` (the previous event's ``u``; COIN-M adds ``ps``), their
 update ids advance by more than one (as the real ones do, so only ``pu`` chains them), trades carry
 ``X`` and no ``M``, bookTickers carry ``e``, ``T`` and ``E``, snapshots ``E`` and ``T`` (COIN-M also
-``symbol`` and ``pair``). Generated mode serves every channel of the venue: every depth speed gets
-the same diffs, ``aggTrade`` one aggregate per trade (``f == l ==`` the trade id), ``markPrice`` and
-``markPrice@1s`` one ``markPriceUpdate`` a second (futures); ``forceOrder`` is accepted and, like a
-quiet market's, never sends anything.
+``symbol`` and ``pair``). Generated mode makes the venue's streams of diff depth (every speed
+gets the same diffs), ``trade``, ``aggTrade`` (one aggregate per trade, ``f == l ==`` the trade
+id), ``bookTicker`` and, on futures, ``markPrice`` and ``markPrice@1s`` (one ``markPriceUpdate``
+a second). The venue's other channels (partial depth ``depth5``..., ``kline_*``, ``forceOrder``)
+are accepted and never send anything, like a quiet market's.
 
 Invariant of the generated book (the oracle of shared/data/binance/README.md): after the diff
-whose ``u`` equals a bookTicker's ``u``, the best bid/ask and their quantities equal the ticker's;
-a snapshot's ``lastUpdateId`` lies within ``[U - 1, u]`` of the next diff (``pu`` chains on).
+whose ``u`` equals a bookTicker's ``u``, the best bid/ask and their quantities equal the ticker's.
+The first diff after a snapshot either contains its ``lastUpdateId`` (``U <= lastUpdateId <= u``)
+or follows it (spot: ``U == lastUpdateId + 1``; futures: ``pu == lastUpdateId``).
 """
 
 from __future__ import annotations
