@@ -358,7 +358,8 @@ class SimulatorSettings(Section):
     replay_files: list[Path] = Field(default_factory=list)
     #: Replay speed factor (1 = recorded pace, 0 = as fast as possible).
     replay_speed: NonNegFloat = 1.0
-    ping_interval_s: PositiveFloat = 20.0
+    #: The server pings this often; unset = the venue's (spot 20 s, futures 3 minutes).
+    ping_interval_s: PositiveFloat | None = None
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
     _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
