@@ -27,6 +27,7 @@ from harness import (
     wait_until,
 )
 
+from vps_brain.cli import main
 from vps_brain.config import ConsumerSettings, RedisSettings, Settings, SimulatorSettings
 from vps_brain.consume.reader import Consumer
 from vps_brain.consume.replay import iter_store
@@ -63,6 +64,15 @@ async def consuming(tmp_path: Path, redis_url: str, streams: list[str]) -> Async
         await asyncio.wait_for(task, 20)
 
 
+def spot_and_usdm(spot: Simulator, usdm: Simulator, redis_url: str, spool: Path) -> Settings:
+    """One collector on both simulators: ``spot``'s market, then ethusdt on ``usdm``."""
+    base = settings_for(spot, redis_url, spool)
+    futures = {"venue": "usdm", "symbols": ["ethusdt"], "ws_url": usdm.ws_url}
+    markets = [*base.collector.model_dump()["markets"], futures | {"rest_url": usdm.base_url}]
+    collector = base.collector.model_dump() | {"markets": markets}
+    return Settings.model_validate(base.model_dump() | {"collector": collector})
+
+
 def stored_messages(store: Path, exchange: str) -> dict[str, list[bytes]]:
     out: dict[str, list[bytes]] = {}
     for r in iter_store(store, exchanges=[exchange]):
@@ -88,6 +98,7 @@ async def test_a_futures_recording_is_stored_once_and_its_book_matches_every_tic
     redis_server: RedisServer,
     tmp_path: Path,
     binance_data: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = binance_data / recording
     expected: dict[str, list[bytes]] = {}
@@ -124,6 +135,12 @@ async def test_a_futures_recording_is_stored_once_and_its_book_matches_every_tic
     book = check_against_tickers(((r.kind, r.payload) for r in stored), symbol, FUTURES)
     assert (book.mismatches, book.gaps) == (0, 0), book.examples
     assert book.compared >= comparable
+    # The command finds the venue from the partition and checks by its rule.
+    assert main(["replay", "--store", str(tmp_path / "store"), "--check-book", symbol]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"{exchange} {symbol}: {book.diffs_applied} diffs applied, {book.compared} bookTickers "
+        "compared, 0 mismatches, 0 gaps"
+    )
     # Prices and quantities are the exchange's strings (COIN-M quantities are contracts).
     trades = pq.read_table(
         next(
@@ -192,19 +209,7 @@ async def test_one_collector_takes_the_same_symbol_on_spot_and_on_futures(
         Simulator(generated()) as spot,
         Simulator(generated(venue="usdm")) as usdm,
     ):
-        base = settings_for(spot, redis_server.url, tmp_path / "spool")
-        markets = [
-            *base.collector.model_dump()["markets"],
-            {
-                "venue": "usdm",
-                "symbols": ["ethusdt"],
-                "ws_url": usdm.ws_url,
-                "rest_url": usdm.base_url,
-            },
-        ]
-        settings = Settings.model_validate(
-            base.model_dump() | {"collector": base.collector.model_dump() | {"markets": markets}}
-        )
+        settings = spot_and_usdm(spot, usdm, redis_server.url, tmp_path / "spool")
         async with running_collector(settings) as col:
             await wait_until(
                 lambda: {e for e, _s in col.stats.snapshots} == {SPOT, "binance-usdm"},
@@ -222,3 +227,22 @@ async def test_one_collector_takes_the_same_symbol_on_spot_and_on_futures(
         assert set(by_stream) == {"ethusdt@trade", "ethusdt@depth@100ms", "ethusdt@bookTicker"}
         assert f"'exchange': '{exchange}', 'stream': 'ethusdt@trade'" in metrics
     assert spot.rest_requests >= 1 and usdm.rest_requests >= 1  # each venue its own REST host
+
+
+async def test_a_rest_ban_on_one_venue_never_delays_another_venue_s_snapshots(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """USD-M answers every depth request with 429 and Retry-After 60: only USD-M waits."""
+    banned = {"rest_429_count": 1_000, "retry_after_s": 60}
+    async with (
+        Simulator(generated()) as spot,
+        Simulator(generated(venue="usdm", faults=banned)) as usdm,
+    ):
+        settings = spot_and_usdm(spot, usdm, redis_server.url, tmp_path / "spool")
+        async with running_collector(settings) as col:
+            await wait_until(lambda: usdm.rest_429_sent >= 1, 10, "the USD-M ban")
+            spot.inject_gap("ethusdt@depth@100ms", 3)  # spot resyncs while USD-M is paused
+            await wait_until(lambda: col.stats.snapshots[SPOT, "ethusdt"] >= 2, 5, "spot resync")
+            assert (SPOT, "ethusdt") in col.stats.snapshots
+            assert ("binance-usdm", "ethusdt") not in col.stats.snapshots
+            assert usdm.rest_429_sent == 1  # Retry-After honoured: no second request yet
