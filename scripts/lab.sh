@@ -68,11 +68,17 @@ status() {
   done
   podman exec vpsb-lab-brain /opt/vps-brain/venv/bin/vps-brain status --once \
     --config /etc/vps-brain/consumer.yml --collector-metrics "$metrics" || true
+  # Per stream (the store's exchange=/symbol= partitions: spot and futures venues alike).
   podman exec vpsb-lab-brain /opt/vps-brain/venv/bin/python -c '
-import pathlib, sys, pyarrow.parquet as pq
+import collections, pathlib, sys, pyarrow.parquet as pq
 files = sorted(pathlib.Path(sys.argv[1]).rglob("*.parquet"))
-rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-print(f"lab: the Brain stores {rows} messages in {len(files)} Parquet files")' "$store"
+rows = collections.Counter()
+for f in files:
+    part = dict(p.split("=", 1) for p in f.parent.parts if "=" in p)
+    rows["md:%s:%s" % (part.get("exchange"), part.get("symbol"))] += pq.ParquetFile(f).metadata.num_rows
+print(f"lab: the Brain stores {sum(rows.values())} messages in {len(files)} Parquet files")
+for stream, n in sorted(rows.items()):
+    print(f"  {stream:32s} {n:>10,}")' "$store"
 }
 
 case "${1:-}" in

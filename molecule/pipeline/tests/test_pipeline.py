@@ -12,12 +12,17 @@ import shlex
 import subprocess
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import testinfra
 
 import waiting
+from vps_brain.frame import stream_key
+from vps_brain.venues import VENUES
 
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", str(PROJECT / "inventories/lab/hosts.yml"))
 VPS = testinfra.get_host("podman://vpsb-pipe-vps")
 BRAIN = testinfra.get_host("podman://vpsb-pipe-brain")
 VPS_TUNNEL = "10.8.0.1"
@@ -37,6 +42,37 @@ import json, redis
 pw = open('/etc/vps-brain/collector.redis-password').read().strip()
 r = redis.Redis(host='127.0.0.1', username='collector', password=pw, socket_timeout=5)
 """
+
+
+def collected_markets() -> list[dict]:
+    """The markets the inventory gives the VPS's collector.
+
+    collector_markets (the lab's: spot, USD-M and COIN-M), or while it is empty the one spot market
+    of collector_symbols.
+    """
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", INVENTORY, "--host", "vpsb-pipe-vps"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    hostvars = json.loads(proc.stdout)
+    return hostvars.get("collector_markets") or [
+        {"venue": "spot", "symbols": hostvars.get("collector_symbols", ["btcusdt", "ethusdt"])}
+    ]
+
+
+MARKETS = collected_markets()
+#: The venues collected, and md:<exchange>:<symbol> of every symbol (the exchange of a venue is
+#: vps_brain.venues.VENUES's).
+COLLECTED_VENUES = sorted({m["venue"] for m in MARKETS})
+STREAMS = {stream_key(VENUES[m["venue"]].exchange, s) for m in MARKETS for s in m["symbols"]}
+
+
+def test_the_lab_collects_spot_and_both_futures_venues():
+    assert set(COLLECTED_VENUES) == set(VENUES), MARKETS
 
 
 def py(host, code):
@@ -113,15 +149,28 @@ print(json.dumps({'key': key, 'xlen': r.xlen(key), 'denied': denied}))
         assert error and "permission" in error.lower(), (command, result)
 
 
+def simulator_units():
+    """The simulators playbooks/lab_market.yml installed on the VPS, one per venue."""
+    out = VPS.check_output(
+        "systemctl list-unit-files --no-legend --plain 'vps-brain-simulator-*.service'"
+    )
+    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def test_one_simulator_runs_per_venue_collected():
+    expected = [f"vps-brain-simulator-{venue}.service" for venue in COLLECTED_VENUES]
+    assert simulator_units() == sorted(expected)
+
+
 @pytest.mark.parametrize(
     ("host", "unit"),
     [
-        (VPS, "vps-brain-simulator.service"),
+        *[(VPS, f"vps-brain-simulator-{venue}.service") for venue in COLLECTED_VENUES],
         (VPS, "vps-brain-collector.service"),
         (VPS, "redis-server.service"),
         (BRAIN, "vps-brain-consumer.service"),
     ],
-    ids=["simulator", "collector", "redis", "consumer"],
+    ids=[*(f"simulator-{venue}" for venue in COLLECTED_VENUES), "collector", "redis", "consumer"],
 )
 def test_pipeline_units_run_after_cutover(host, unit):
     svc = host.service(unit)
@@ -134,7 +183,8 @@ def test_status_on_the_brain_sees_the_collector_through_the_tunnel():
         "/opt/vps-brain/venv/bin/vps-brain status --once --config /etc/vps-brain/consumer.yml"
         f" --collector-metrics http://{VPS_TUNNEL}:9108/metrics"
     )
-    assert "btcusdt" in out and "ethusdt" in out, out
+    missing = sorted(key for key in STREAMS if key not in out)
+    assert not missing, (missing, out)
     assert "unreachable" not in out, out
 
 
@@ -159,10 +209,13 @@ print(json.dumps(out))
 )
 
 # Per stream in the Brain's store: distinct stream entries, record kinds per channel, and the
-# continuity of trade ids and depth update ids (the simulator numbers both without holes).
+# continuity of trade ids and depth update ids (the simulator numbers both without holes). A depth
+# event names the id it follows by its venue's rule (vps_brain.venues.SequenceRule): spot U - 1,
+# futures pu (read from the payload: the store has no column for it).
 STORE_SUMMARY = f"""
 import json, pathlib, collections
 import pyarrow.parquet as pq
+from vps_brain.venues import SequenceRule, venue_of_exchange
 entries = collections.defaultdict(set)
 channels = collections.Counter()
 trades = collections.defaultdict(list)
@@ -172,8 +225,11 @@ for f in pathlib.Path('{STORE}/data').rglob('*.parquet'):
         continue
     part = dict(p.split('=', 1) for p in f.parent.parts if '=' in p)
     stream = 'md:%s:%s' % (part['exchange'], part['symbol'])
-    t = pq.read_table(f, columns=['entry_ms', 'entry_seq', 'rec', 'trade_id',
-                                  'first_update_id', 'update_id']).to_pylist()
+    by_pu = venue_of_exchange(part['exchange']).sequence is SequenceRule.FUTURES
+    columns = ['entry_ms', 'entry_seq', 'rec', 'trade_id', 'first_update_id', 'update_id']
+    if by_pu and part['channel'] == 'depth':
+        columns.append('payload')
+    t = pq.read_table(f, columns=columns).to_pylist()
     channels[part['channel']] += len(t)
     for row in t:
         entries[stream].add((row['entry_ms'], row['entry_seq']))
@@ -181,13 +237,15 @@ for f in pathlib.Path('{STORE}/data').rglob('*.parquet'):
         if part['channel'] == 'trade':
             trades[stream].append((pos, row['trade_id']))
         elif part['channel'] == 'depth':
-            depth[stream].append((pos, row['first_update_id'], row['update_id']))
+            follows = (json.loads(row['payload'])['data']['pu'] if by_pu
+                       else row['first_update_id'] - 1)
+            depth[stream].append((pos, follows, row['update_id']))
 def trade_holes(rows):
     ids = [i for _, i in sorted(set(rows))]
     return [(a, b) for a, b in zip(ids, ids[1:]) if b != a + 1]
 def depth_holes(rows):
     rows = sorted(set(rows))
-    return [(a[2], b[1]) for a, b in zip(rows, rows[1:]) if b[1] != a[2] + 1]
+    return [(a[2], b[1]) for a, b in zip(rows, rows[1:]) if b[1] != a[2]]
 print(json.dumps({{
     'entries': {{k: len(v) for k, v in entries.items()}},
     'channels': channels,
@@ -217,9 +275,9 @@ def test_every_message_reaches_the_brain_store_exactly_once():
         VPS.check_output("systemctl start vps-brain-collector.service")
 
     added = {key: s["added"] for key, s in streams.items()}
-    assert set(added) >= {"md:binance:btcusdt", "md:binance:ethusdt"}, added
+    assert set(added) >= STREAMS, (sorted(STREAMS - set(added)), added)
     assert store["entries"] == added, (store["entries"], added)
-    for key in ("md:binance:btcusdt", "md:binance:ethusdt"):
+    for key in sorted(STREAMS):
         assert store["trades"][key] > 100, store
         assert store["depth"][key] > 10, store
     assert not any(store["trade_holes"].values()), store["trade_holes"]
@@ -278,9 +336,11 @@ def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
     added, rows = entries_added(), stored_rows()
     assert set(added) == keys and rows > 0, (keys, added, rows)
 
-    # The exchange is down: no entries flow, so the cutover must stop the collector it started
-    # and leave the Brain on its old feed, with the VPS streams and the store untouched.
-    VPS.check_output("systemctl stop vps-brain-simulator.service")
+    # The exchange is down (every venue's simulator): no entries flow, so the cutover must stop
+    # the collector it started and leave the Brain on its old feed, with the VPS streams and the
+    # store untouched.
+    simulators = " ".join(simulator_units())
+    VPS.check_output(f"systemctl stop {simulators}")
     try:
         failed = playbook("cutover.yml", "-e", "cutover_flow_seconds=8")
         assert failed.returncode != 0, failed.stdout[-3000:]
@@ -294,7 +354,7 @@ def test_rollback_and_a_failed_cutover_keep_the_data_and_the_old_feed():
         assert entries_added() == added
         assert stored_rows() == rows
     finally:
-        VPS.check_output("systemctl start vps-brain-simulator.service")
+        VPS.check_output(f"systemctl start {simulators}")
 
     # The exchange is back: the cutover goes through (it checks that the store grows) and stops
     # the old feed.
