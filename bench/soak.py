@@ -5,8 +5,8 @@ The lab (``scripts/lab.sh``) runs the exchange simulator, the collector and Redi
 container ``vpsb-lab-vps`` and the consumer on ``vpsb-lab-brain``, joined by WireGuard. This script,
 run on the host as root, drives everything through ``podman exec``:
 
-1. raises the simulator's rate with a systemd drop-in on the VPS
-   (``/etc/systemd/system/vps-brain-simulator.service.d/soak.conf``: the lab's ExecStart with
+1. raises the spot simulator's rate with a systemd drop-in on the VPS
+   (``/etc/systemd/system/vps-brain-simulator-spot.service.d/soak.conf``: the lab's ExecStart with
    ``--depth-rate/--trade-rate/--ticker-rate`` scaled, in the lab's proportions, to ``--rate``
    messages/s in total over the lab's symbols), restarts it and the collector (a restarted
    simulator numbers trades from 1 again, which the collector would drop as duplicates) and lets
@@ -72,7 +72,10 @@ BRAIN = "vpsb-lab-brain"
 COLLECTOR = "vps-brain-collector.service"
 REDIS = "redis-server.service"
 CONSUMER = "vps-brain-consumer.service"
-SIMULATOR = "vps-brain-simulator.service"
+#: The spot simulator carries the soak's rate; the lab's futures simulators
+#: (playbooks/lab_market.yml: one unit per venue) stay at the lab's rate and stop with it.
+SIMULATOR = "vps-brain-simulator-spot.service"
+SIMULATORS = "vps-brain-simulator-*.service"
 DROPIN_DIR = f"/etc/systemd/system/{SIMULATOR}.d"
 DROPIN = f"{DROPIN_DIR}/soak.conf"
 VENV_PY = "/opt/vps-brain/venv/bin/python"
@@ -459,7 +462,7 @@ def restart_market() -> None:
     long as the new simulator needs to pass the old ids (hours, after a soak). A real exchange
     never renumbers, so the collector starts afresh with it instead: before the soak window, and
     again at the end."""
-    systemctl(VPS, "restart", SIMULATOR)
+    systemctl(VPS, "restart", SIMULATORS)
     systemctl(VPS, "restart", COLLECTOR)
 
 
@@ -631,8 +634,8 @@ def run(args: argparse.Namespace) -> int:
         if args.csv:
             write_csv(Path(args.csv), samples)
 
-        print("soak: stopping the simulator, waiting for the consumer to catch up", flush=True)
-        systemctl(VPS, "stop", SIMULATOR)
+        print("soak: stopping the simulators, waiting for the consumer to catch up", flush=True)
+        systemctl(VPS, "stop", SIMULATORS)
         t_stop = time.monotonic()
         drained = wait_drained(lab, args.drain_timeout)
         print(f"soak: caught up {time.monotonic() - t_stop:.0f} s after the stop", flush=True)
