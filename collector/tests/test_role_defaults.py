@@ -176,6 +176,15 @@ def test_collector_role_channels_of_each_venue_are_the_venues_channels() -> None
     assert list(role) == list(VENUES), "list the venues in the order of VENUES"
 
 
+def test_collector_role_endpoints_of_each_venue_are_the_venues_endpoints() -> None:
+    role = role_file("collector", "vars", "main.yml")["_collector_venue_endpoints"]
+    python = {n: {"ws_url": v.ws_url, "rest_url": v.rest_url} for n, v in VENUES.items()}
+    assert role == python, (
+        f"roles/collector/vars/main.yml _collector_venue_endpoints {role} but "
+        f"vps_brain.venues.VENUES has {python}"
+    )
+
+
 def test_collector_role_market_keys_are_market_settings_fields() -> None:
     keys = set(collector_markets_spec()["options"])
     assert keys <= set(MarketSettings.model_fields), (

@@ -367,6 +367,49 @@ def connect_times(lines: Iterable[str] | str | None) -> dict:
                 for endpoint, e in out.items())
 
 
+def market_urls(markets: Iterable[dict] | None, venue_endpoints: dict, ws_url: str, rest_url: str) -> dict:
+    """The websocket and REST base URLs of the collector's markets, as ``{ws: [...], rest: [...]}``
+    (each distinct URL once, in market order): a market's own ``ws_url``/``rest_url``, else its
+    venue's (``venue_endpoints``, the collector role's ``_collector_venue_endpoints``). With no
+    markets, the one spot market of the shorthand ``ws_url`` and ``rest_url``."""
+    out: dict[str, list[str]] = {'ws': [], 'rest': []}
+    chosen = list(markets or [])
+    pairs = [(ws_url, rest_url)] if not chosen else []
+    for market in chosen:
+        venue = market.get('venue')
+        if venue not in venue_endpoints:
+            raise AnsibleFilterError('market_urls: unknown venue %r (known: %s)' % (venue, ', '.join(venue_endpoints)))
+        defaults = venue_endpoints[venue]
+        pairs.append((market.get('ws_url') or defaults['ws_url'], market.get('rest_url') or defaults['rest_url']))
+    for ws, rest in pairs:
+        for key, url in (('ws', ws), ('rest', rest)):
+            if url not in out[key]:
+                out[key].append(url)
+    return out
+
+
+def latency_check(times: dict, urls: Iterable[str], bound_ms: float) -> dict:
+    """One latency row over several endpoints: ``{ok, detail}``, ok when every endpoint of
+    ``urls`` has a median connect time (``connect_times``) at most ``bound_ms``; the detail names
+    each endpoint with its median, or why it has none."""
+    parts = []
+    ok = True
+    for url in urls:
+        endpoint = url_endpoint(url)
+        at = '%s:%s' % (endpoint['host'], endpoint['port'])
+        t = times.get(at) or {'median_ms': None, 'samples': 0, 'errors': ['no probe output']}
+        if t['median_ms'] is None:
+            ok = False
+            text = '%s no connect' % at
+        else:
+            ok = ok and float(t['median_ms']) <= float(bound_ms)
+            text = '%s median %.2f ms of %d connects' % (at, float(t['median_ms']), int(t['samples']))
+        if t['errors']:
+            text += ' (%s)' % '; '.join(t['errors'])
+        parts.append(text)
+    return {'ok': ok and bool(parts), 'detail': '%s (maximum %s ms)' % ('; '.join(parts) or 'no endpoint', bound_ms)}
+
+
 def prometheus_stat(text: str | None, name: str) -> dict:
     """The samples of metric ``name`` (any labels) in Prometheus text format, as
     ``{count, max, sum}`` (max and sum None when there is no sample)."""
@@ -454,6 +497,8 @@ class FilterModule:
             'url_endpoint': url_endpoint,
             'median': median,
             'connect_times': connect_times,
+            'market_urls': market_urls,
+            'latency_check': latency_check,
             'prometheus_stat': prometheus_stat,
             'redis_benchmark_rps': redis_benchmark_rps,
             'df_free': df_free,

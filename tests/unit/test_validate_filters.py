@@ -235,6 +235,37 @@ def test_connect_times_per_endpoint_with_errors():
     assert f.connect_times('') == {}
 
 
+VENUE_ENDPOINTS = {
+    'spot': {'ws_url': 'wss://data-stream.binance.vision', 'rest_url': 'https://data-api.binance.vision'},
+    'usdm': {'ws_url': 'wss://fstream.binance.com', 'rest_url': 'https://fapi.binance.com'},
+}
+
+
+def test_market_urls_take_each_market_s_own_or_its_venue_s_once():
+    markets = [{'venue': 'spot', 'symbols': ['a'], 'ws_url': 'ws://127.0.0.1:9443', 'rest_url': 'http://127.0.0.1:9443'},
+               {'venue': 'usdm', 'symbols': ['b']}, {'venue': 'usdm', 'symbols': ['c'], 'channels': ['aggTrade']}]
+    assert f.market_urls(markets, VENUE_ENDPOINTS, 'wss://x', 'https://x') == {
+        'ws': ['ws://127.0.0.1:9443', 'wss://fstream.binance.com'],
+        'rest': ['http://127.0.0.1:9443', 'https://fapi.binance.com'],
+    }
+    assert f.market_urls([], VENUE_ENDPOINTS, 'wss://x', 'https://y') == {'ws': ['wss://x'], 'rest': ['https://y']}
+    with pytest.raises(AnsibleFilterError, match="unknown venue 'coinx'"):
+        f.market_urls([{'venue': 'coinx'}], VENUE_ENDPOINTS, 'wss://x', 'https://x')
+
+
+def test_latency_check_passes_only_when_every_endpoint_is_near():
+    times = f.connect_times(['a:443 1.0', 'a:443 2.0', 'b:443 9.0', 'c:443 error [Errno 111] Connection refused'])
+    near = f.latency_check(times, ['wss://a', 'https://a/x'], 5)
+    assert near == {'ok': True, 'detail': 'a:443 median 1.50 ms of 2 connects; a:443 median 1.50 ms of 2 connects '
+                                          '(maximum 5 ms)'}
+    far = f.latency_check(times, ['wss://a', 'wss://b'], 5)
+    assert not far['ok'] and 'b:443 median 9.00 ms of 1 connects' in far['detail']
+    down = f.latency_check(times, ['wss://c'], 5)
+    assert down == {'ok': False, 'detail': 'c:443 no connect ([Errno 111] Connection refused) (maximum 5 ms)'}
+    assert not f.latency_check(times, ['wss://d'], 5)['ok']  # no probe line at all
+    assert not f.latency_check(times, [], 5)['ok']
+
+
 def test_prometheus_stat_over_labels():
     text = ('# HELP vps_brain_consumer_lag_entries Entries\n# TYPE vps_brain_consumer_lag_entries gauge\n'
             'vps_brain_consumer_lag_entries{stream="md:binance:btcusdt"} 3.0\n'
