@@ -49,6 +49,16 @@ def test_render_shows_rates_lag_and_unreachable_sources() -> None:
     assert "consumer: unreachable (connection refused)" in frame
 
 
+@pytest.mark.parametrize(
+    ("hold", "shown"),
+    [(12_300.0, "holds 3h25m"), (299.0, "holds 4m59s"), (float("inf"), "holds unbounded")],
+)
+def test_render_shows_how_long_the_vps_holds_the_backlog(hold: float, shown: str) -> None:
+    metrics = {"vps_brain_collector_hold_seconds": {(): hold}}
+    frame = render(Sample(t=0.0), Sample(t=1.0, collector=metrics))
+    assert shown in frame
+
+
 async def test_status_once_reads_vps_redis_and_consumer_metrics(
     tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,7 @@ observed once per batch.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class CollectorStats:
     spool_batches: int = 0
     queued_records: int = 0
     spilling: int = 0
+    #: Entry bytes written per second (smoothed), the room the backlog may still take (Redis to
+    #: the high watermark plus the spool; -1 without maxmemory) and how long that room lasts at
+    #: that rate (vps_brain.collect.hold; NaN when unknown, +Inf with no input).
+    input_bytes_per_second: float = 0.0
+    hold_room_bytes: int = -1
+    hold_seconds: float = math.nan
     #: corrupt spool regions moved to the quarantine file, and their bytes
     spool_quarantined: int = 0
     spool_quarantined_bytes: int = 0
@@ -131,10 +138,26 @@ class _Export(Collector):
             ),
         ):
             yield CounterMetricFamily(p + name, doc, value=value)
-        for name, doc, value in (
+        gauges: tuple[tuple[str, str, float], ...] = (
             ("spool_bytes", "Bytes waiting in the disk spool", s.spool_bytes),
             ("spool_batches", "Batches waiting in the disk spool", s.spool_batches),
             ("queued_records", "Records waiting in memory for Redis", s.queued_records),
             ("spilling", "1 while batches go to the spool instead of Redis", s.spilling),
-        ):
-            yield GaugeMetricFamily(p + name, doc, value=value)
+            (
+                "input_bytes_per_second",
+                "Entry bytes written per second, smoothed over about a minute",
+                s.input_bytes_per_second,
+            ),
+            (
+                "hold_room_bytes",
+                "Bytes the backlog may still take: Redis to the high watermark plus the spool",
+                s.hold_room_bytes,
+            ),
+            (
+                "hold_seconds",
+                "Seconds the VPS can hold the backlog at the input rate if the Brain stops",
+                s.hold_seconds,
+            ),
+        )
+        for name, doc, level in gauges:
+            yield GaugeMetricFamily(p + name, doc, value=level)

@@ -37,6 +37,7 @@ from redis.exceptions import ExecAbortError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vps_brain.backoff import Backoff
+from vps_brain.collect import hold
 from vps_brain.collect.spool import Batch, Entry, Spool, SpoolFull
 from vps_brain.collect.stats import CollectorStats
 from vps_brain.frame import HEADER, BatchEncoder, Kind, Record, encode_plain, parse_id
@@ -208,6 +209,8 @@ class RedisWriter:
         self._idle.set()
         self._retry_at = 0.0
         self.keys: set[str] = set()
+        #: The input rate and the hold time of the room left (memory_loop).
+        self.hold = hold.HoldEstimate()
 
     # ------------------------------------------------------------------------ interface
     def submit(self, batch: Batch) -> None:
@@ -498,6 +501,16 @@ class RedisWriter:
         if not on:
             self._wake.set()
 
+    def _update_hold(self, used: int, limit: int) -> None:
+        """The hold time (:mod:`vps_brain.collect.hold`) at this memory check."""
+        stats = self.stats
+        rate = self.hold.observe(time.monotonic(), sum(stats.bytes_out.values()))
+        free = self.spool.max_bytes - self.spool.size
+        left = hold.room(used, limit, self.high, free)
+        stats.input_bytes_per_second = rate
+        stats.hold_room_bytes = -1 if left is None else left
+        stats.hold_seconds = self.hold.seconds(left)
+
     async def memory_loop(self) -> None:
         """Watch used_memory against maxmemory and toggle spilling with hysteresis."""
         while True:
@@ -513,6 +526,7 @@ class RedisWriter:
                 self._wake.set()
             used = int(info.get("used_memory", 0))
             limit = int(info.get("maxmemory", 0))
+            self._update_hold(used, limit)
             if limit <= 0:
                 self.drain_bytes = DRAIN_CHUNK_BYTES
                 if self.spilling:

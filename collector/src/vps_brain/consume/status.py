@@ -6,7 +6,8 @@ Sources, each optional (a missing one shows as "unreachable", never stops the da
   ``maxmemory``, per stream its length, entries added per second, and the consumer group's lag
   and pending count; the PING round trip is the tunnel latency;
 * the collector's Prometheus endpoint on the VPS (``--collector-metrics``): messages/s in,
-  records/s to Redis, disk spool, reconnects, gaps, memory;
+  records/s to Redis, disk spool, how long the VPS could hold the backlog if the Brain stopped
+  reading (:mod:`vps_brain.collect.hold`), reconnects, gaps, memory;
 * the consumer's endpoint on the Brain (``--consumer-metrics``): records/s stored, lag in seconds
   and entries, buffered records, disk state, quarantined entries, memory.
 
@@ -16,6 +17,7 @@ Rates are differences between two samples (:func:`render`); the command,
 
 from __future__ import annotations
 
+import math
 import time
 import urllib.request
 from collections import defaultdict
@@ -130,6 +132,18 @@ def _bytes(n: float | None) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def _duration(seconds: float | None) -> str:
+    """``3h25m`` from seconds; ``-`` unknown (NaN or absent), ``unbounded`` for +Inf."""
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    if math.isinf(seconds):
+        return "unbounded"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def _num(n: float | None, fmt: str = ",.0f") -> str:
     return "-" if n is None else format(n, fmt)
 
@@ -172,7 +186,8 @@ def render(prev: Sample, cur: Sample, title: str = "") -> str:
             f"to redis {_num(_rate(c, pc, p + 'records_out_total', dt))} rec/s   "
             f"spool {_bytes(total(c, p + 'spool_bytes'))}"
             f"{' SPILLING' if total(c, p + 'spilling') else ''}   "
-            f"queued {_num(total(c, p + 'queued_records'))}"
+            f"queued {_num(total(c, p + 'queued_records'))}   "
+            f"holds {_duration(total(c, p + 'hold_seconds'))}"
         )
         lines.append(
             f"             reconnects {_num(total(c, p + 'reconnects_total'))}   "
