@@ -152,7 +152,7 @@ async def test_rest_429_is_honoured_and_the_snapshot_still_arrives(
         async with running_collector(settings) as col:
             await wait_until(lambda: col.stats.snapshots[SPOT, "ethusdt"] >= 1, what="snapshot")
             await col.flushed()
-            assert col.stats.rest_429 == 2
+            assert col.stats.rest_429 == {SPOT: 2}
         assert sim.rest_429_sent == 2
         assert sim.rest_requests == 3
     records = read_stream(redis_server.url, stream_key("binance", "ethusdt"))

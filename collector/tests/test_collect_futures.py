@@ -246,3 +246,4 @@ async def test_a_rest_ban_on_one_venue_never_delays_another_venue_s_snapshots(
             assert (SPOT, "ethusdt") in col.stats.snapshots
             assert ("binance-usdm", "ethusdt") not in col.stats.snapshots
             assert usdm.rest_429_sent == 1  # Retry-After honoured: no second request yet
+            assert col.stats.rest_429 == {"binance-usdm": 1}

@@ -116,6 +116,7 @@ class SnapshotFetcher:
 
     def __init__(
         self,
+        exchange: str,
         depth_url: str,
         limit: int,
         *,
@@ -131,6 +132,7 @@ class SnapshotFetcher:
         timeout_s: float = 10.0,
         backoff_max_s: float = 30.0,
     ) -> None:
+        self.exchange = exchange
         self.depth_url = depth_url
         self.limit = limit
         self.weight = weight
@@ -194,7 +196,7 @@ class SnapshotFetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         await self.budget.acquire(self.weight)
-        self.stats.rest_requests += 1
+        self.stats.rest_requests[self.exchange] += 1
         try:
             async with self._session.get(
                 self.depth_url, params={"symbol": symbol.upper(), "limit": str(self.limit)}
@@ -204,7 +206,7 @@ class SnapshotFetcher:
                 if used.isdigit():
                     self.budget.observe_used(int(used))
                 if resp.status in (429, 418):
-                    self.stats.rest_429 += 1
+                    self.stats.rest_429[self.exchange] += 1
                     retry = resp.headers.get("Retry-After", "")
                     wait = float(retry) if retry.replace(".", "", 1).isdigit() else 60.0
                     self.budget.pause(wait + random.uniform(0, self.jitter_s))

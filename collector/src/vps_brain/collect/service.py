@@ -131,6 +131,7 @@ class Collector:
                 )
                 budget = budgets[venue.name] = WeightBudget(per_minute)
             fetcher = SnapshotFetcher(
+                market.exchange_name,
                 market.rest_base.rstrip("/") + venue.depth_path,
                 c.snapshot_limit,
                 weight=venue.depth_weight(c.snapshot_limit),

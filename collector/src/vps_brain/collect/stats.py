@@ -44,8 +44,9 @@ class CollectorStats:
     quarantined: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     reconnects: int = 0
     renewals: int = 0
-    rest_requests: int = 0
-    rest_429: int = 0
+    #: exchange -> REST snapshot requests, and 429/418 answers
+    rest_requests: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rest_429: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     spooled_batches: int = 0
     drained_batches: int = 0
     trimmed_entries: int = 0
@@ -112,6 +113,8 @@ class _Export(Collector):
             ("snapshots", "REST snapshots written", s.snapshots, ("exchange", "symbol")),
             ("quarantined", "Frames quarantined", s.quarantined, ("reason",)),
             ("gaps", "Sequence gaps detected", s.gaps, ("exchange", "symbol", "channel")),
+            ("rest_requests", "REST snapshot requests", s.rest_requests, ("exchange",)),
+            ("rest_429", "REST 429/418 answers", s.rest_429, ("exchange",)),
         )
         for name, doc, data, labels in labelled:
             m = CounterMetricFamily(p + name, doc, labels=list(labels))
@@ -121,8 +124,6 @@ class _Export(Collector):
         for name, doc, value in (
             ("reconnects", "Unplanned reconnects", s.reconnects),
             ("renewals", "Planned connection renewals", s.renewals),
-            ("rest_requests", "REST snapshot requests", s.rest_requests),
-            ("rest_429", "REST 429/418 answers", s.rest_429),
             ("spooled_batches", "Batches written to the disk spool", s.spooled_batches),
             ("drained_batches", "Batches drained from the spool to Redis", s.drained_batches),
             ("trimmed_entries", "Entries trimmed after acknowledgement", s.trimmed_entries),
