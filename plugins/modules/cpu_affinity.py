@@ -63,6 +63,8 @@ options:
       - Only tests need anything but V(/).
     type: path
     default: /
+extends_documentation_fragment:
+  - marketdata.vps_brain.attributes
 attributes:
   check_mode:
     support: full
@@ -70,10 +72,6 @@ attributes:
   diff_mode:
     support: none
     description: RV(before) and RV(after) carry the change.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
 notes:
   - A thread that exits between reading and setting is listed in RV(vanished) and is not an error.
   - The kernel refuses some threads (per-CPU kernel threads, or CPUs outside the process's

@@ -51,23 +51,15 @@ options:
       - Only tests and chroot inspections need anything but V(/).
     type: path
     default: /
+extends_documentation_fragment:
+  - marketdata.vps_brain.attributes
+  - marketdata.vps_brain.attributes.info
 notes:
   - RV(isolated) comes from C(/sys/devices/system/cpu/isolated), which lists the CPUs isolated
     from the scheduler domains (C(isolcpus=) with the C(domain) flag or no flag). When that file
     does not exist, the C(isolcpus=) of the running command line is used instead.
   - RV(reboot_required) compares the drop-in's C(isolcpus=) with RV(isolated) and, when the
     drop-in sets C(nohz_full=), that with RV(nohz_full). Without a drop-in it is V(false).
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; check mode returns the same result.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is nothing to diff.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
 seealso:
   - module: marketdata.vps_brain.cpu_affinity
   - module: marketdata.vps_brain.irq_affinity

@@ -29,22 +29,14 @@ options:
       - Only tests and chroot inspections need anything but V(/).
     type: path
     default: /
+extends_documentation_fragment:
+  - marketdata.vps_brain.attributes
+  - marketdata.vps_brain.attributes.info
 notes:
   - Container detection takes the first match, in the order systemd uses for the same question;
     C(/run/systemd/container) (written by systemd as PID 1 when it finds itself in a container),
     the C(container=) variable of PID 1's environment, C(/run/.containerenv) (podman),
     C(/.dockerenv) (docker).
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; check mode returns the same result.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is nothing to diff.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
 '''
 
 EXAMPLES = r'''

@@ -60,6 +60,8 @@ options:
       - Only tests need anything but V(/).
     type: path
     default: /
+extends_documentation_fragment:
+  - marketdata.vps_brain.attributes
 attributes:
   check_mode:
     support: full
@@ -67,10 +69,6 @@ attributes:
   diff_mode:
     support: none
     description: RV(before) and RV(after) carry the change.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
 seealso:
   - module: marketdata.vps_brain.cpu_isolation_info
   - module: marketdata.vps_brain.cpu_affinity
