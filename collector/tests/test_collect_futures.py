@@ -9,8 +9,6 @@ rule, would miss data or see false gaps here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -26,9 +24,11 @@ from harness import (
     settings_for,
     wait_until,
 )
+from test_consume import running
+from test_consume import settings as consumer_settings
 
 from vps_brain.cli import main
-from vps_brain.config import ConsumerSettings, RedisSettings, Settings, SimulatorSettings
+from vps_brain.config import RedisSettings, Settings, SimulatorSettings
 from vps_brain.consume.reader import Consumer
 from vps_brain.consume.replay import iter_store
 from vps_brain.frame import Kind, stream_key
@@ -38,30 +38,6 @@ from vps_brain.sim import Simulator
 from vps_brain.venues import VENUES, SequenceRule
 
 FUTURES = SequenceRule.FUTURES
-
-
-@contextlib.asynccontextmanager
-async def consuming(tmp_path: Path, redis_url: str, streams: list[str]) -> AsyncIterator[Consumer]:
-    cfg = ConsumerSettings.model_validate(
-        {
-            "store_dir": tmp_path / "store",
-            "streams": streams,
-            "consumer_name": "c1",
-            "flush_interval_s": 0.1,
-            "block_ms": 50,
-            "metrics_port": 0,
-            "retry_min_s": 0.05,
-            "retry_max_s": 0.2,
-            "ping_interval_s": 0.1,
-        }
-    )
-    consumer = Consumer(cfg, RedisSettings(url=redis_url))
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield consumer
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 20)
 
 
 def spot_and_usdm(spot: Simulator, usdm: Simulator, redis_url: str, spool: Path) -> Settings:
@@ -120,7 +96,9 @@ async def test_a_futures_recording_is_stored_once_and_its_book_matches_every_tic
             assert dict(col.stats.snapshots) == {(exchange, symbol): 1}
             assert not col.stats.gaps  # the pu chain holds: no false gap
     in_redis = read_stream(redis_server.url, key)
-    async with consuming(tmp_path, redis_server.url, [key]):
+    reader = RedisSettings(url=redis_server.url)
+    consumer = Consumer(consumer_settings(tmp_path, streams=[key]), reader)
+    async with running(consumer):
         await wait_until(
             lambda: (
                 sum(len(v) for v in stored_messages(tmp_path / "store", exchange).values()) >= n
