@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -68,66 +69,67 @@ def event_ms(frame: bytes | str) -> int:
 # ------------------------------------------------------------------------------------ clients
 
 
+class Tally:
+    """What every client does per message, the same for both: receive time, event time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lat: list[int] = []
+
+    def add(self, frame: bytes | str) -> None:
+        now = time.time_ns() // 1_000_000
+        e = event_ms(frame)
+        self.count += 1
+        if e > 0:
+            self.lat.append(now - e)
+
+
+async def receive_for(
+    seconds: float, loops: list[Awaitable[None]], tally: Tally, out: dict[str, Any]
+) -> None:
+    """Run one receive loop per connection for ``seconds``; then the RSS and the tally."""
+    out["connected_rss"] = rss_bytes()
+    tasks = [asyncio.ensure_future(loop) for loop in loops]
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    out["rss"] = rss_bytes()
+    out["count"] = tally.count
+    out["lat"] = tally.lat
+
+
 async def read_aiohttp(urls: list[str], seconds: float, out: dict[str, Any]) -> None:
     import aiohttp
 
-    lat: list[int] = []
-    count = 0
+    tally = Tally()
+
+    async def one(ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                return
+            tally.add(msg.data)
+
     async with aiohttp.ClientSession() as session:
         conns = [await session.ws_connect(u, max_msg_size=1 << 22) for u in urls]
-        out["connected_rss"] = rss_bytes()
-        deadline = time.monotonic() + seconds
-
-        async def one(ws: aiohttp.ClientWebSocketResponse) -> None:
-            nonlocal count
-            while True:
-                msg = await ws.receive()
-                if msg.type is not aiohttp.WSMsgType.TEXT:
-                    return
-                now = time.time_ns() // 1_000_000
-                e = event_ms(msg.data)
-                count += 1
-                if e > 0:
-                    lat.append(now - e)
-
-        tasks = [asyncio.create_task(one(ws)) for ws in conns]
-        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-        for t in tasks:
-            t.cancel()
-        out["rss"] = rss_bytes()
+        await receive_for(seconds, [one(ws) for ws in conns], tally, out)
         for ws in conns:
             await ws.close()
-    out["count"] = count
-    out["lat"] = lat
 
 
 async def read_websockets(urls: list[str], seconds: float, out: dict[str, Any]) -> None:
     from websockets.asyncio.client import ClientConnection, connect
 
-    lat: list[int] = []
-    count = 0
-    conns = [await connect(u, max_size=1 << 22, compression=None) for u in urls]
-    out["connected_rss"] = rss_bytes()
-    deadline = time.monotonic() + seconds
+    tally = Tally()
 
     async def one(ws: ClientConnection) -> None:
-        nonlocal count
         async for data in ws:
-            now = time.time_ns() // 1_000_000
-            e = event_ms(data)
-            count += 1
-            if e > 0:
-                lat.append(now - e)
+            tally.add(data)
 
-    tasks = [asyncio.create_task(one(ws)) for ws in conns]
-    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-    for t in tasks:
-        t.cancel()
-    out["rss"] = rss_bytes()
+    conns = [await connect(u, max_size=1 << 22, compression=None) for u in urls]
+    await receive_for(seconds, [one(ws) for ws in conns], tally, out)
     for ws in conns:
         await ws.close()
-    out["count"] = count
-    out["lat"] = lat
 
 
 def client_main(kind: str, urls: list[str], seconds: float) -> None:
