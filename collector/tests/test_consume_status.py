@@ -99,3 +99,27 @@ async def test_status_once_reads_vps_redis_and_consumer_metrics(
     assert row.split()[3:] == ["0", "0"]  # lag, pending
     assert "collector: unreachable" in out
     assert "consumer   stored" in out and "disk ok" in out and "connected yes" in out
+
+
+def test_render_shows_catch_up_progress_after_an_outage() -> None:
+    p = "vps_brain_consumer_"
+    s = (("stream", STREAM),)
+
+    def consumer(
+        lag: float, group: float, tail: float
+    ) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        return {
+            p + "catching_up": {s: 1.0},
+            p + "lag_entries": {s: lag},
+            p + "behind_seconds": {s: 600.0},
+            p + "read_bytes_total": {(("path", "group"),): group, (("path", "tail"),): tail},
+        }
+
+    prev = Sample(t=0.0, consumer=consumer(12_000, 0, 0))
+    cur = Sample(t=10.0, consumer=consumer(11_000, 14 * 1024**2, 1024**2))
+    frame = render(prev, cur)
+    assert "1 stream(s) catching up, live feed on the newest entries   store behind 10m00s" in frame
+    assert "backlog 11,000 entries   drain 100 entries/s   caught up in 1m50s" in frame
+    assert "reads: backlog 1.4 MiB/s, live 102.4 KiB/s" in frame
+    live = {k: v for k, v in consumer(0, 0, 0).items() if k != p + "catching_up"}
+    assert "catch-up" not in render(Sample(t=0.0, consumer=live), Sample(t=1.0, consumer=live))

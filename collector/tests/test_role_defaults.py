@@ -53,6 +53,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "consumer_parquet_compression": "consumer.parquet_compression",
         "consumer_live": "consumer.live",
         "consumer_live_redis_url": "consumer.live_redis_url",
+        "consumer_catchup_budget_bytes_s": "consumer.catchup_budget_bytes_s",
         "consumer_metrics_host": "consumer.metrics_host",
         "consumer_metrics_port": "consumer.metrics_port",
         "consumer_log_level": "consumer.log_level",

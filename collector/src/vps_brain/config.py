@@ -405,6 +405,15 @@ class ConsumerSettings(Section):
     live_redis_url: str = "redis://127.0.0.1:6379/0"
     live_prefix: str = "live:"
     live_maxlen: PositiveInt = 100_000
+    #: Live first (vps_brain.consume.catchup): a stream whose group is more than this many
+    #: entries behind, or has undelivered entries while the last delivered one is older than
+    #: ``live_first_s``, is catching up: the live feed follows its newest entries (a tail read
+    #: apart from the group) while the group drains the backlog for the store.
+    live_first_entries: PositiveInt = 10_000
+    live_first_s: PositiveFloat = 10.0
+    #: Bytes per second the group's reads may take while any stream is catching up (0 = no
+    #: limit): what the home link has left over live traffic. The live tail is never throttled.
+    catchup_budget_bytes_s: NonNegFloat = 0.0
     #: Tunnel latency probe (PING to the VPS Redis) period.
     ping_interval_s: PositiveFloat = 1.0
     metrics_host: str = "127.0.0.1"

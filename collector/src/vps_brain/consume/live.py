@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -77,6 +78,8 @@ class LiveHub:
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
         self.dropped = 0
+        #: Per stream: live or catching up, and how far behind the store is (as :func:`live_state`).
+        self.state: dict[str, dict[str, Any]] = {}
 
     def subscribe(self, maxsize: int = 100_000) -> Subscription:
         sub = Subscription(self, maxsize)
@@ -233,6 +236,7 @@ class LivePublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._state: dict[str, str] = {}  # stream -> JSON, waiting to be written
         self.published = 0  # entries
         self.errors = 0  # failed publishes
         self.lost = 0  # entries not published
@@ -265,6 +269,15 @@ class LivePublisher:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="live-publisher")
 
+    def offer_state(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Queue each stream's state for the hash ``prefix + "state"`` (the newest wins; written
+        when no entries wait, best effort like the entries)."""
+        self._state.update({k: json.dumps(v, sort_keys=True) for k, v in states.items()})
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="live-publisher")
+
     async def idle(self) -> None:
         """Wait until everything offered is published or given up on."""
         await self._idle.wait()
@@ -286,6 +299,16 @@ class LivePublisher:
 
     async def _run(self) -> None:
         while True:
+            if not self._queue and self._state:
+                state, self._state = self._state, {}
+                try:
+                    async with asyncio.timeout(self.publish_timeout_s):
+                        mapping: dict[Any, Any] = dict(state)
+                        await self._connection().hset(self.prefix + "state", mapping=mapping)
+                except Exception as exc:  # best effort, as the entries
+                    self._failed(exc, 0, _reason(exc))
+                    await self._disconnect()
+                continue
             if not self._queue:
                 self._idle.set()
                 self._wake.clear()
@@ -315,14 +338,7 @@ class LivePublisher:
         reply and how many entries were refused, or None if all were published."""
         started = time.perf_counter()
         async with asyncio.timeout(self.publish_timeout_s):
-            if self._redis is None:
-                self._redis = async_client(
-                    self.url,
-                    socket_timeout_s=self.socket_timeout_s,
-                    connect_timeout_s=self.connect_timeout_s,
-                    retries=0,  # our backoff, not one hidden in the client
-                )
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = self._connection().pipeline(transaction=False)
             for stream, entry_id, fields in batch:
                 out: dict[Any, Any] = dict(fields)
                 out[SOURCE_ID_FIELD] = entry_id
@@ -334,6 +350,16 @@ class LivePublisher:
             self.metrics.live_published.inc(len(results) - len(errors))
             self.metrics.live_publish_seconds.observe(time.perf_counter() - started)
         return (errors[0], len(errors)) if errors else None
+
+    def _connection(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = async_client(
+                self.url,
+                socket_timeout_s=self.socket_timeout_s,
+                connect_timeout_s=self.connect_timeout_s,
+                retries=0,  # our backoff, not one hidden in the client
+            )
+        return self._redis
 
     def _failed(self, exc: BaseException, lost: int, reason: str) -> None:
         self.errors += 1
@@ -362,6 +388,23 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, RedisConnectionError | OSError):
         return "connection"
     return "error"
+
+
+async def live_state(url: str, *, prefix: str = "live:") -> dict[str, dict[str, Any]]:
+    """Per VPS stream, what the consumer last said of it: ``mode`` (``live``, or ``catching_up``
+    while the live feed follows the newest entries and the store drains the backlog),
+    ``behind_entries`` and ``behind_s`` (how far behind the store is), ``since`` (when catch-up
+    began, Unix time). Streams never behind may be absent."""
+    r = async_client(url)
+    try:
+        raw: Any = await r.hgetall(prefix + "state")
+    finally:
+        await r.aclose()
+    return {_text(k): json.loads(v) for k, v in raw.items()}
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 async def live_records(

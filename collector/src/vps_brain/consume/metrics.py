@@ -85,6 +85,32 @@ class ConsumerMetrics:
             ["stream"],
             registry=r,
         )
+        self.catching_up = Gauge(
+            p + "catching_up",
+            "1 while the stream is catching up: the live feed follows its newest entries while "
+            "the group drains the backlog",
+            ["stream"],
+            registry=r,
+        )
+        self.behind_seconds = Gauge(
+            p + "behind_seconds",
+            "Age of the last entry delivered to the group while entries are undelivered (VPS "
+            "clock of the entry id against the Brain's): how far behind the store is",
+            ["stream"],
+            registry=r,
+        )
+        self.read_bytes = Counter(
+            p + "read_bytes",
+            "Entry bytes read from the VPS Redis, by path: group (in order, for the store) or "
+            "tail (newest entries for the live feed while catching up)",
+            ["path"],
+            registry=r,
+        )
+        self.catchup_throttled_seconds = Counter(
+            p + "catchup_throttled_seconds",
+            "Time the group's reads waited for the catch-up bandwidth budget",
+            registry=r,
+        )
         self.stream_resets = Counter(
             p + "stream_resets",
             "Streams found behind the store's checkpoint (recreated on the VPS)",

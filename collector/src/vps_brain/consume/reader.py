@@ -38,6 +38,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vps_brain.backoff import Backoff
 from vps_brain.config import ConsumerSettings, RedisSettings
+from vps_brain.consume.catchup import (
+    ByteBudget,
+    CatchUp,
+    Entries,
+    TailReader,
+    entry_bytes,
+    newer_than,
+)
 from vps_brain.consume.live import LiveHub, LivePublisher
 from vps_brain.consume.metrics import ConsumerMetrics
 from vps_brain.consume.store import ParquetStore, StoreWriteError
@@ -137,6 +145,19 @@ class Consumer:
         self._disk_blocked = False
         self._compact_at = time.monotonic() + min(60.0, cfg.compact_interval_s)
         self._parts_seen = 0
+        # Live first (vps_brain.consume.catchup): per stream, the highest id the live feed has
+        # had from either path; which streams are catching up; the budget of the group's reads.
+        self._live_upto: dict[str, StreamId] = {}
+        self.catchup = CatchUp(cfg.live_first_entries, cfg.live_first_s, cfg.read_count)
+        self.budget = ByteBudget(cfg.catchup_budget_bytes_s)
+        self.tail = TailReader(
+            redis_cfg,
+            self._tail_entries,
+            block_ms=min(cfg.block_ms, 200),
+            count=cfg.read_count,
+            retry_min_s=cfg.retry_min_s,
+            retry_max_s=cfg.retry_max_s,
+        )
 
     # ------------------------------------------------------------------------------ control
 
@@ -179,6 +200,7 @@ class Consumer:
                     r = None
             await self._shutdown()
         finally:
+            await self.tail.close()
             if self._commit_task is not None and not self._commit_task.done():
                 with contextlib.suppress(BaseException):
                     await self._commit_task
@@ -219,11 +241,12 @@ class Consumer:
         await r.ping()
         self.metrics.connected.set(1)
         await self._discover(r, force=True)
+        await self._probe(r)  # a backlog is known before the first read: live first
+        next_probe = time.monotonic() + self.cfg.ping_interval_s
         await self._recover(r)
         backoff.reset()
         log.info("reading", extra={"fields": {"streams": self.streams}})
         self._flush_deadline = time.monotonic() + self.cfg.flush_interval_s
-        next_probe = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
             await self._maybe_commit(r, now)
@@ -247,6 +270,13 @@ class Consumer:
             else:
                 wake = self._flush_deadline
             block = int(max(1, min(self.cfg.block_ms, (wake - now) * 1000)))
+            if self.catchup.any:
+                wait = self.budget.wait_s()
+                if wait > 0:  # the backlog has used its share of the link: live traffic first
+                    pause = min(wait, block / 1000)
+                    self.metrics.catchup_throttled_seconds.inc(pause)
+                    await self._sleep(pause)
+                    continue
             try:
                 resp: Any = await r.xreadgroup(
                     self.cfg.group,
@@ -263,6 +293,10 @@ class Consumer:
                     continue
                 raise
             if resp:
+                n = sum(entry_bytes(entries) for _, entries in resp)
+                self.metrics.read_bytes.labels("group").inc(n)
+                if self.catchup.any:
+                    self.budget.spend(n)
                 await self._handle(r, resp)
 
     async def _discover(self, r: aioredis.Redis, force: bool = False) -> None:
@@ -393,11 +427,13 @@ class Consumer:
         decoder = self.decoder
         ack_now: dict[str, list[bytes]] = {}
         hub = self.hub if self.hub.active else None
-        if self.publisher is not None:
-            await self._publish_live(resp)
+        live_from = self._live_marks(resp) if hub is not None or self.publisher else {}
+        if self.publisher is not None and live_from:
+            await self._publish_live(resp, live_from)
         for key_raw, entries in resp:
             key = _s(key_raw)
             seen = store.last_seen(key)
+            live_mark = live_from.get(key)
             n_entries = n_records = n_bytes = 0
             for eid, fields in entries:
                 sid: StreamId = parse_id(eid)
@@ -432,7 +468,7 @@ class Consumer:
                     n_bytes += len(rec.payload)
                 if records:
                     self._last_recv[key] = records[-1].recv_ns
-                if hub is not None:
+                if hub is not None and live_mark is not None and sid > live_mark:
                     m.live_dropped.inc(hub.publish(key, eid, records))
             if n_entries:
                 m.entries.labels(key).inc(n_entries)
@@ -443,7 +479,22 @@ class Consumer:
         if ack_now:
             await self._ack(r, ack_now)
 
-    async def _publish_live(self, resp: Sequence[Any]) -> None:
+    def _live_marks(self, resp: Sequence[Any]) -> dict[str, StreamId]:
+        """Per stream of a group read, the id above which its entries go to the live feed: the
+        highest the feed has had from either path (or the store's last seen, after a restart).
+        A stream that is catching up has none: the tail serves its live feed, and the backlog
+        goes to the store only. Advances the marks past this read."""
+        marks: dict[str, StreamId] = {}
+        for key_raw, entries in resp:
+            key = _s(key_raw)
+            if not entries or self.catchup.is_catching_up(key):
+                continue
+            mark = max(self._live_upto.get(key, (0, 0)), self.store.last_seen(key))
+            marks[key] = mark
+            self._live_upto[key] = max(mark, parse_id(entries[-1][0]))
+        return marks
+
+    async def _publish_live(self, resp: Sequence[Any], live_from: Mapping[str, StreamId]) -> None:
         """Hand new entries to the live feed first: strategies do not wait for decoding and
         storing. Best effort: an entry re-read after a crash may be published twice.
 
@@ -454,13 +505,30 @@ class Consumer:
         live: list[tuple[str, bytes, Mapping[bytes, bytes]]] = []
         for key_raw, entries in resp:
             key = _s(key_raw)
-            seen = self.store.last_seen(key)
-            live.extend(
-                (key, eid, fields) for eid, fields in entries if fields and parse_id(eid) > seen
-            )
+            mark = live_from.get(key)
+            if mark is not None:
+                live.extend((key, eid, fields) for eid, fields in newer_than(entries, mark))
         if live:
             self.publisher.offer(live)
             await asyncio.sleep(0)
+
+    def _tail_entries(self, key: str, entries: Entries) -> None:
+        """The tail's newest entries of a stream that is catching up, to the live feed."""
+        self.metrics.read_bytes.labels("tail").inc(entry_bytes(entries))
+        mark = max(self._live_upto.get(key, (0, 0)), self.store.last_seen(key))
+        fresh = newer_than(entries, mark)
+        if not fresh:
+            return
+        self._live_upto[key] = parse_id(fresh[-1][0])
+        if self.publisher is not None:
+            self.publisher.offer((key, eid, fields) for eid, fields in fresh)
+        if self.hub.active:
+            for eid, fields in fresh:
+                try:
+                    records = self.decoder.decode(fields)
+                except FrameError:
+                    continue  # quarantined when the group reaches it
+                self.metrics.live_dropped.inc(self.hub.publish(key, eid, records))
 
     async def _ack(self, r: aioredis.Redis, acks: Mapping[str, list[bytes]]) -> None:
         pipe = r.pipeline(transaction=False)
@@ -580,6 +648,8 @@ class Consumer:
         now_ns = time.time_ns()
         for key, recv_ns in self._last_recv.items():
             m.lag_seconds.labels(key).set(max(0.0, (now_ns - recv_ns) / 1e9))
+        changed = False
+        now_ms = time.time_ns() // 1_000_000
         for key in self.streams:
             try:
                 groups = await r.xinfo_groups(key)
@@ -590,4 +660,26 @@ class Consumer:
                     lag = g.get("lag")
                     if lag is not None:
                         m.lag_entries.labels(key).set(int(lag))
+                        last = parse_id(g.get("last-delivered-id") or b"0-0")
+                        changed |= self.catchup.update(key, int(lag), last, now_ms)
                     m.pending_entries.labels(key).set(int(g.get("pending", 0)))
+        self._report_catchup(changed)
+
+    def _report_catchup(self, changed: bool) -> None:
+        """Metrics, the live feed's per-stream state, and the tail's streams after a probe."""
+        live_on = self.publisher is not None or self.hub.active
+        states = {}
+        for key, st in self.catchup.streams.items():
+            self.metrics.catching_up.labels(key).set(1 if st.catching_up else 0)
+            self.metrics.behind_seconds.labels(key).set(st.behind_s)
+            states[key] = st.as_dict()
+        self.hub.state.update(states)
+        if self.publisher is not None and (changed or self.catchup.any):
+            self.publisher.offer_state(states)
+        if changed:
+            log.info(
+                "live first: streams catching up changed",
+                extra={"fields": {"catching_up": self.catchup.catching_up}},
+            )
+            if live_on:
+                self.tail.follow(self.catchup.catching_up)

@@ -218,4 +218,46 @@ def render(prev: Sample, cur: Sample, title: str = "") -> str:
             f"connected {'yes' if total(b, p + 'connected') else 'NO'}   "
             f"memory {_bytes(total(b, 'process_resident_memory_bytes'))}"
         )
+        lines.extend(_catchup_lines(b, pb, dt))
     return "\n".join(lines)
+
+
+def _path_rate(cur: Metrics, prev: Metrics | None, path: str, dt: float) -> float | None:
+    name = "vps_brain_consumer_read_bytes_total"
+    key = (("path", path),)
+    a = cur.get(name, {}).get(key)
+    b = (prev or {}).get(name, {}).get(key)
+    if a is None or b is None or dt <= 0:
+        return None
+    return max(0.0, (a - b) / dt)
+
+
+def _catchup_lines(b: Metrics, pb: Metrics | None, dt: float) -> list[str]:
+    """After an outage (vps_brain.consume.catchup): the streams catching up, the backlog, how
+    fast it drains and when it will be done, and what the two read paths take of the link."""
+    p = "vps_brain_consumer_"
+    up = [dict(k).get("stream", "") for k, v in b.get(p + "catching_up", {}).items() if v]
+    if not up:
+        return []
+    lags = b.get(p + "lag_entries", {})
+    backlog = sum(v for k, v in lags.items() if dict(k).get("stream") in up)
+    before = (pb or {}).get(p + "lag_entries", {})
+    prev_backlog = sum(v for k, v in before.items() if dict(k).get("stream") in up)
+    drain = (prev_backlog - backlog) / dt if before and dt > 0 else None
+    if drain is None:
+        eta = "?"
+    elif drain <= 0:
+        eta = "not draining"
+    else:
+        eta = _duration(backlog / drain)
+    behind = max(
+        (v for k, v in b.get(p + "behind_seconds", {}).items() if dict(k).get("stream") in up),
+        default=None,
+    )
+    group, tail = _path_rate(b, pb, "group", dt), _path_rate(b, pb, "tail", dt)
+    return [
+        f"  catch-up   {len(up)} stream(s) catching up, live feed on the newest entries   "
+        f"store behind {_duration(behind)}",
+        f"             backlog {_num(backlog)} entries   drain {_num(drain)} entries/s   "
+        f"caught up in {eta}   reads: backlog {_bytes(group)}/s, live {_bytes(tail)}/s",
+    ]
