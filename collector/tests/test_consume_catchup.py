@@ -159,9 +159,11 @@ async def test_after_an_outage_the_live_feed_is_fresh_while_the_store_drains_the
         ]
         assert stored(tmp_path) == want
         # Catch-up kept to its budget: what the group read while catching up is at most the
-        # budget over that time, plus the second of tokens it starts with and one read in debt.
+        # budget over that time, plus the second of tokens it starts with and one read in debt,
+        # and the unthrottled reads between the end of catch-up and this test seeing it (a read
+        # or two on a loaded machine: 5% and one read more).
         one_read = backlog_bytes / 3000 * cfg.read_count
-        assert drained_bytes <= budget * (drained_s + 1) + one_read
+        assert drained_bytes <= budget * (drained_s + 1) * 1.05 + 2 * one_read
         assert metrics.catchup_throttled_seconds._value.get() > 0
         assert metrics.read_bytes.labels("tail")._value.get() > 0
     finally:
