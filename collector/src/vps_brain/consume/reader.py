@@ -489,10 +489,15 @@ class Consumer:
             key = _s(key_raw)
             if not entries or self.catchup.is_catching_up(key):
                 continue
-            mark = max(self._live_upto.get(key, (0, 0)), self.store.last_seen(key))
+            mark = self._live_mark(key)
             marks[key] = mark
             self._live_upto[key] = max(mark, parse_id(entries[-1][0]))
         return marks
+
+    def _live_mark(self, key: str) -> StreamId:
+        """The highest id the live feed has had of ``key`` from either path, or the store's last
+        seen (after a restart): only entries above it go live."""
+        return max(self._live_upto.get(key, (0, 0)), self.store.last_seen(key))
 
     async def _publish_live(self, resp: Sequence[Any], live_from: Mapping[str, StreamId]) -> None:
         """Hand new entries to the live feed first: strategies do not wait for decoding and
@@ -515,8 +520,7 @@ class Consumer:
     def _tail_entries(self, key: str, entries: Entries) -> None:
         """The tail's newest entries of a stream that is catching up, to the live feed."""
         self.metrics.read_bytes.labels("tail").inc(entry_bytes(entries))
-        mark = max(self._live_upto.get(key, (0, 0)), self.store.last_seen(key))
-        fresh = newer_than(entries, mark)
+        fresh = newer_than(entries, self._live_mark(key))
         if not fresh:
             return
         self._live_upto[key] = parse_id(fresh[-1][0])
