@@ -156,9 +156,43 @@ class MarketSettings(Section):
     rest_url: str | None = None
     #: Exchange part of the stream keys and partitions; unset = the venue's (``binance-usdm``).
     exchange: str | None = None
+    #: Depth snapshot levels per symbol, overriding ``collector.snapshot_limit`` (each a limit the
+    #: venue takes). A book synced from limit N knows only the top N levels at sync.
+    snapshot_limits: dict[str, int] = Field(default_factory=dict)
+    #: Symbols whose books sync first, in this order; then the busiest (most diffs seen so far),
+    #: then the order of ``symbols``.
+    snapshot_priority: list[str] = Field(default_factory=list)
 
     _lower_symbols = field_validator("symbols")(lambda v: [s.lower() for s in v])
     _known_venue = field_validator("venue")(lambda v: check_venue(v))
+    _lower_limits = field_validator("snapshot_limits")(
+        lambda v: {s.lower(): n for s, n in v.items()}
+    )
+    _lower_priority = field_validator("snapshot_priority")(lambda v: [s.lower() for s in v])
+
+    @model_validator(mode="after")
+    def _snapshot_symbols_known(self) -> MarketSettings:
+        known = set(self.symbols)
+        for name, named in (
+            ("snapshot_limits", list(self.snapshot_limits)),
+            ("snapshot_priority", self.snapshot_priority),
+        ):
+            unknown = [s for s in named if s not in known]
+            if unknown:
+                raise ValueError(f"{name} names {', '.join(unknown)}, not in this market's symbols")
+        twice = sorted({s for s in self.snapshot_priority if self.snapshot_priority.count(s) > 1})
+        if twice:
+            raise ValueError(f"snapshot_priority names {', '.join(twice)} more than once")
+        for symbol, limit in self.snapshot_limits.items():
+            try:
+                self.spec.check_depth_limit(limit)
+            except VenueError as exc:
+                raise ValueError(f"snapshot_limits.{symbol}: {exc}") from None
+        return self
+
+    def snapshot_limit_of(self, symbol: str, default: int) -> int:
+        """The depth limit of ``symbol``'s snapshots: its own, else ``default``."""
+        return self.snapshot_limits.get(symbol, default)
 
     @field_validator("channels")
     @classmethod
@@ -214,16 +248,35 @@ class CollectorSettings(Section):
     #: Depth snapshot levels; must be a limit every configured venue accepts.
     snapshot_limit: Annotated[int, Field(gt=0, le=5000)] = 1000
     #: REST weight per minute each venue may use (unset = the venue's whole budget: spot 6000,
-    #: futures 2400). Venues never share a budget: a resync storm on one never starves another.
+    #: futures 2400), counted per fixed minute as the exchange counts it (per
+    #: ``rest_weight_window_s``). Venues never share a budget: a resync storm on one never
+    #: starves another.
     rest_weight_per_minute: PositiveInt | None = None
     #: A resync waits a random delay up to this, so many symbols never resync in a storm.
     resync_jitter_s: NonNegFloat = 0.5
     rest_timeout_s: PositiveFloat = 10.0
+    #: The exchange's weight window (Binance: a fixed minute); ``rest_weight_per_minute`` is
+    #: the weight per such window. Unset = the venue's. Only tests shorten it.
+    rest_weight_window_s: PositiveFloat | None = None
+    #: At start, when the books' snapshots weigh more than one window allows, the first snapshot
+    #: waits this long so that every book's first request is queued and the first window already
+    #: goes in sync order (each book asks on its first diff).
+    snapshot_gather_s: NonNegFloat = 1.0
 
     #: Renew a connection when it is this old (Binance cuts at 24 h).
     renew_after_s: PositiveFloat = 23 * 3600.0
     #: Keep the old connection this long after the new one delivered its first message.
     renew_overlap_s: NonNegFloat = 5.0
+    #: At least this long between two renewals of the collector's connections (60 s: never two
+    #: in the same minute); a renewal comes early rather than close to another one.
+    renew_stagger_s: NonNegFloat = 60.0
+    #: Bound of a connection's subscription URL (path and query): streams are spread over more
+    #: connections rather than exceed it (aiohttp servers refuse request lines over 8,190 bytes).
+    max_url_bytes: Annotated[int, Field(ge=256)] = 8000
+    #: Connection attempts per ``connection_window_s`` (unset = the venue's: 300 per 5 minutes);
+    #: first opens, reconnects, renewals and probes all count. At most the venue's.
+    connection_attempts: PositiveInt | None = None
+    connection_window_s: PositiveFloat | None = None
     reconnect_min_s: PositiveFloat = 0.1
     reconnect_max_s: PositiveFloat = 30.0
     #: No message (nor ping) for this long: the connection is presumed dead and replaced.
@@ -294,6 +347,11 @@ class CollectorSettings(Section):
                     f"renew_after_s must be shorter than the {venue.name} connection lifetime "
                     f"({venue.lifetime_s:.0f} s)"
                 )
+            if self.connection_attempts and self.connection_attempts > venue.connection_attempts:
+                raise ValueError(
+                    f"connection_attempts must not exceed the {venue.name} limit "
+                    f"({venue.connection_attempts} per {venue.connection_window_s:.0f} s)"
+                )
         keys = [(m.exchange_name, s) for m in self.markets for s in m.symbols]
         twice = sorted({f"{e}:{s}" for e, s in keys if keys.count((e, s)) > 1})
         if twice:
@@ -311,7 +369,7 @@ class CollectorSettings(Section):
 
 
 class FaultSettings(Section):
-    """Fault injection of the simulator (all off by default)."""
+    """Fault injection of the simulator (all off by default), and the limits it enforces."""
 
     #: Drop every connection after this many messages (0 = never).
     drop_after_messages: Annotated[int, Field(ge=0)] = 0
@@ -332,6 +390,16 @@ class FaultSettings(Section):
     #: Answer this many REST requests with 429 (+ Retry-After) before serving normally.
     rest_429_count: Annotated[int, Field(ge=0)] = 0
     retry_after_s: Annotated[int, Field(ge=0)] = 1
+    # The exchange's limits, enforced as Binance does (on by default, at the venue's figures;
+    # tests shrink them to run fast).
+    #: REST weight allowed per fixed window of ``rest_window_s`` (unset = the venue's per
+    #: minute); a request past it is answered 429 with Retry-After (the window's end).
+    rest_weight_limit: PositiveInt | None = None
+    rest_window_s: PositiveFloat = 60.0
+    #: Websocket handshakes allowed per ``connection_window_s`` (unset = the venue's 300 per
+    #: 5 minutes); one more is answered 429.
+    connection_limit: PositiveInt | None = None
+    connection_window_s: PositiveFloat | None = None
 
 
 class SimulatorSettings(Section):

@@ -11,12 +11,21 @@ Facts as documented by Binance (checked 2026-12; see docs/venues.md for the sour
 
 * spot: ``wss://data-stream.binance.vision``, ``/api/v3/depth`` (limit 1..5000, weight
   5/25/50/250 up to 100/500/1000/5000), 6,000 weight per minute, 1024 streams and 5 incoming
-  messages per second per connection, pings every 20 s; diffs chain by ``U == previous u + 1``.
+  messages per second per connection, pings every 20 s; diffs chain by ``U == previous u + 1``;
+  at most 300 connection attempts per 5 minutes per IP (web-socket-streams.md, "Websocket
+  Limits": "a limit of 300 connections per attempt every 5 minutes per IP").
+* REST weight is counted per fixed minute of the exchange's clock, not per sliding minute:
+  "a 1 MINUTE interval starts every minute. Request submitted at 00:01:23.456 counts towards
+  the 00:01:00 minute's limit. Once the 00:02:00 minute starts, the count will reset to zero
+  again" (developers.binance.com/docs/binance-spot-api-docs/websocket-api/rate-limits, the same
+  rule as the REST API's ``X-MBX-USED-WEIGHT-1M``).
 * USD-M: ``wss://fstream.binance.com`` routes streams by path since 2026: ``/public`` carries the
   high-frequency data (depth, bookTicker, trade), ``/market`` the regular data (aggTrade,
   markPrice, forceOrder, kline); a connection on the wrong path silently gets nothing for such a
   stream. ``/fapi/v1/depth`` (limits 5, 10, 20, 50, 100, 500, 1000; weight 2/5/10/20), 2,400
   weight per minute, 1024 streams and 10 incoming messages per second, pings every 3 minutes.
+  The futures pages document no connection-attempt limit: spot's 300 per 5 minutes is applied
+  (a guess on the safe side, not a documented figure).
 * COIN-M: ``wss://dstream.binance.com`` (no routes), ``/dapi/v1/depth`` with the USD-M limits
   and weights, 2,400 weight per minute; quantities are contracts.
 * futures diffs chain by ``pu == previous u``; after a snapshot the first diff applied has
@@ -88,6 +97,12 @@ class Venue:
     #: ``(path, channel bases)``: each stream goes to the path that carries its base channel
     #: (``depth@100ms`` -> ``depth``). Empty: every stream on the root path.
     routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Websocket connection attempts allowed per IP within ``connection_window_s`` (spot: 300 per
+    #: 5 minutes, documented; futures: undocumented, spot's figure applied).
+    connection_attempts: int = 300
+    connection_window_s: float = 300.0
+    #: REST weight is counted per fixed window of this length on the exchange's clock (1 minute).
+    weight_window_s: float = 60.0
 
     def check_channel(self, channel: str) -> None:
         """Raise :class:`VenueError` unless this venue serves ``channel`` and can route it."""

@@ -1,10 +1,13 @@
 """REST depth snapshots under one shared weight budget, honouring 429/418 and Retry-After.
 
-* :class:`WeightBudget`: a token bucket of ``weight_per_minute`` shared by every call of the
-  process to one venue's REST host (spot 6000/min per IP, futures 2400), plus a pause set by
-  that host's 429/418 answers. Each venue has its own budget: a resync storm on one never
-  starves another.
-* :class:`SnapshotFetcher`: one in-flight request per symbol; each resync first sleeps a random
+* :class:`WeightBudget`: the weight per fixed minute (the exchange's window, not a sliding one)
+  shared by every call of the process to one venue's REST host (spot 6000/min per IP, futures
+  2400), aligned with the exchange's ``X-MBX-USED-WEIGHT-1M``, plus a pause set by that host's
+  429/418 answers. Each venue has its own budget: a resync storm on one never starves another.
+  Waiting requests are served in :class:`SyncOrder`: the configured priority, then the busiest
+  books, then the order of the settings.
+* :class:`SnapshotFetcher`: one in-flight request per symbol at its own depth limit (``limits``,
+  else ``limit``; weight by the venue's table); each resync first sleeps a random
   delay (``resync_jitter_s``) so a reconnect of many symbols never becomes a request storm.
   Transient errors (network, 5xx, 429/418) retry with :class:`vps_brain.backoff.Backoff`, never
   giving up; a permanent answer (:func:`vps_brain.backoff.is_permanent_status`, e.g. 400
@@ -17,11 +20,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
@@ -78,37 +84,156 @@ def error_detail(body: bytes) -> str:
     return body[:200].decode(errors="replace")
 
 
+#: A waiting request's rank: lower is served first (:class:`SyncOrder` makes them).
+Rank = tuple[int, ...]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    weight: int
+    rank: Callable[[], Rank]
+    seq: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class WeightBudget:
-    """Token bucket of request weight per minute with a global pause (Retry-After)."""
+    """Request weight per fixed window of the exchange's clock, served by rank, with a pause.
 
-    def __init__(self, weight_per_minute: int) -> None:
-        self.capacity = float(weight_per_minute)
-        self.tokens = float(weight_per_minute)
-        self.rate = weight_per_minute / 60.0
-        self.stamp = time.monotonic()
-        self.paused_until = 0.0
-        self._lock = asyncio.Lock()
+    Binance counts weight per fixed minute, not per sliding one: "a 1 MINUTE interval starts
+    every minute. Request submitted at 00:01:23.456 counts towards the 00:01:00 minute's limit.
+    Once the 00:02:00 minute starts, the count will reset to zero again"
+    (developers.binance.com/docs/binance-spot-api-docs/websocket-api/rate-limits; REST reports
+    the count as ``X-MBX-USED-WEIGHT-1M``). A token bucket that starts full and refills
+    continuously can spend a whole minute's weight at once and then its refill within the same
+    minute: up to twice the limit. Invariants of this budget:
 
-    def observe_used(self, used: int) -> None:
-        """Align with the exchange's count (``X-MBX-USED-WEIGHT-1M``) when it is higher."""
-        self.tokens = min(self.tokens, max(0.0, self.capacity - used))
+    * the weight granted in any window (``window_s``, aligned on the epoch as the exchange's
+      minutes are) never exceeds ``limit``; a grant made within ``guard_s`` of a window's edge
+      counts in the neighbouring window too (the request may arrive after the edge, or the
+      exchange's clock may differ from ours by that much);
+    * the exchange's own count, ``X-MBX-USED-WEIGHT-1M`` (:meth:`observe_used`), raises the
+      window's count: weight used by other REST users of the same IP is respected, and
+      ``limit`` (``rest_weight_per_minute``) caps our share;
+    * waiting requests are served lowest rank first (ties: in arrival order), each rank read
+      when a grant is due, so a book that became busy while waiting moves up;
+    * :meth:`pause` (Retry-After of a 429/418, and the start's gathering) holds every grant.
+    """
+
+    def __init__(self, limit: int, *, window_s: float = 60.0, guard_s: float | None = None) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        #: Default: 2 s of a minute, at least 0.1 s, at most a quarter of the window.
+        self.guard_s = (
+            guard_s if guard_s is not None else min(max(window_s / 30, 0.1), window_s / 4)
+        )
+        self.paused_until = 0.0  # time.monotonic()
+        #: window index (epoch seconds // window_s) -> weight counted in it
+        self.used: dict[int, int] = {}
+        self.granted = 0  # weight granted in all
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+
+    def _windows(self, now: float) -> range:
+        """The windows a grant at wall time ``now`` may be counted in."""
+        w = self.window_s
+        return range(int((now - self.guard_s) // w), int((now + self.guard_s) // w) + 1)
+
+    def observe_used(self, used: int, sent_at: float | None = None) -> None:
+        """Align with the exchange's count (``X-MBX-USED-WEIGHT-1M``) when it is higher.
+
+        ``sent_at`` (wall time of the request): an answer that comes back in another window
+        than the request went out in is ignored, as it may count either window.
+        """
+        k = int(time.time() // self.window_s)
+        if sent_at is not None and int(sent_at // self.window_s) != k:
+            return
+        self.used[k] = max(self.used.get(k, 0), used)
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        self._wake_head()
 
-    async def acquire(self, weight: int) -> None:
-        async with self._lock:  # FIFO: requests are served in order
+    def _delay(self, weight: int) -> float:
+        """Seconds until ``weight`` may be granted (0: now)."""
+        mono = time.monotonic()
+        if mono < self.paused_until:
+            return self.paused_until - mono
+        now = time.time()
+        full = [k for k in self._windows(now) if self.used.get(k, 0) + weight > self.limit]
+        if not full:
+            return 0.0
+        # until the last full window is out of reach of the guard
+        return max(0.001, (max(full) + 1) * self.window_s + self.guard_s - now)
+
+    def _charge(self, weight: int) -> None:
+        now = time.time()
+        windows = self._windows(now)
+        for k in windows:
+            self.used[k] = self.used.get(k, 0) + weight
+        for k in [k for k in self.used if k < windows.start - 1]:
+            del self.used[k]
+        self.granted += weight
+
+    def _head(self) -> _Waiter | None:
+        if not self._waiters:
+            return None
+        return min(self._waiters, key=lambda w: (w.rank(), w.seq))
+
+    def _wake_head(self) -> None:
+        head = self._head()
+        if head is not None:
+            head.wake.set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self, weight: int, rank: Callable[[], Rank] = tuple) -> None:
+        """Wait until ``weight`` fits the window and no waiter of a lower rank is ahead."""
+        me = _Waiter(weight, rank, next(self._seq))
+        self._waiters.append(me)
+        try:
             while True:
-                now = time.monotonic()
-                if now < self.paused_until:
-                    await asyncio.sleep(self.paused_until - now)
-                    continue
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= weight:
-                    self.tokens -= weight
-                    return
-                await asyncio.sleep((weight - self.tokens) / self.rate)
+                delay: float | None = None
+                head = self._head()
+                if head is me:
+                    delay = self._delay(weight)
+                    if delay <= 0:
+                        self._waiters.remove(me)
+                        self._charge(weight)
+                        self._wake_head()
+                        return
+                elif head is not None:
+                    # ranks move: the head may be one that slept as a non-head; it decides now
+                    head.wake.set()
+                me.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(me.wake.wait(), delay)
+        except BaseException:
+            if me in self._waiters:
+                self._waiters.remove(me)
+                self._wake_head()
+            raise
+
+
+class SyncOrder:
+    """The order books sync in: ``priority`` first (in its order), then hot first, then config.
+
+    "Hot" is the depth diffs seen so far for the symbol (``seen``, read when a grant is due):
+    the busiest book first, the one a strategy most likely trades. Ranks of different markets
+    sharing a budget compare the same way.
+    """
+
+    def __init__(self, symbols: list[str], priority: list[str], seen: Callable[[str], int]) -> None:
+        self.first = {s: i for i, s in enumerate(priority)}
+        self.position = {s: i for i, s in enumerate(symbols)}
+        self.seen = seen
+
+    def rank(self, symbol: str) -> Rank:
+        first = self.first.get(symbol)
+        if first is not None:
+            return (0, first, 0)
+        return (1, -self.seen(symbol), self.position.get(symbol, 0))
 
 
 class SnapshotFetcher:
@@ -123,6 +248,10 @@ class SnapshotFetcher:
         # The venue's weight of one request, and its budget, shared with its other markets.
         weight: int,
         budget: WeightBudget,
+        # Per-symbol depth limits (others take ``limit``), their weights, and the sync order.
+        limits: Mapping[str, int] | None = None,
+        weight_of: Callable[[int], int] | None = None,
+        order: SyncOrder | None = None,
         stats: CollectorStats,
         # The router: takes a snapshot, says whether one is still wanted.
         on_snapshot: Callable[[str, int, bytes], bool],
@@ -137,6 +266,9 @@ class SnapshotFetcher:
         self.limit = limit
         self.weight = weight
         self.budget = budget
+        self.limits = dict(limits or {})
+        self.weight_of = weight_of or (lambda _limit: weight)
+        self.order = order
         self.stats = stats
         self.on_snapshot = on_snapshot
         self.still_wanted = still_wanted
@@ -154,6 +286,10 @@ class SnapshotFetcher:
         await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+    def limit_of(self, symbol: str) -> int:
+        """The depth limit of ``symbol``'s snapshots."""
+        return self.limits.get(symbol, self.limit)
 
     def request(self, symbol: str) -> None:
         if symbol in self.inflight or symbol in self.refused:
@@ -195,16 +331,22 @@ class SnapshotFetcher:
         """The snapshot body; None after a transient failure; raises :class:`Refused`."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        await self.budget.acquire(self.weight)
+        limit = self.limit_of(symbol)
+        order = self.order
+        if order is None:
+            await self.budget.acquire(self.weight_of(limit))
+        else:
+            await self.budget.acquire(self.weight_of(limit), lambda: order.rank(symbol))
         self.stats.rest_requests[self.exchange] += 1
+        sent_at = time.time()
         try:
             async with self._session.get(
-                self.depth_url, params={"symbol": symbol.upper(), "limit": str(self.limit)}
+                self.depth_url, params={"symbol": symbol.upper(), "limit": str(limit)}
             ) as resp:
                 body = await resp.read()
                 used = resp.headers.get("X-MBX-USED-WEIGHT-1M", "")
                 if used.isdigit():
-                    self.budget.observe_used(int(used))
+                    self.budget.observe_used(int(used), sent_at)
                 if resp.status in (429, 418):
                     self.stats.rest_429[self.exchange] += 1
                     retry = resp.headers.get("Retry-After", "")

@@ -88,6 +88,11 @@ class StreamState:
     #: the hot path)
     code: int = 0
 
+    @property
+    def in_sync(self) -> bool:
+        """A depth stream whose book is synced (its snapshot taken, no gap since)."""
+        return self.sync is DepthSync.SYNCED
+
     def __post_init__(self) -> None:
         self.code = {
             Channel.TRADE: 1,
@@ -131,6 +136,9 @@ class Router:
             st.symbol: st for st in self.streams.values() if st.channel is Channel.DEPTH
         }
         stats.streams.extend(self.streams.values())
+        stats.add_books(list(self.depth_of.values()))
+        #: Books that were in sync at least once (``all_books_synced_seconds``).
+        self.ever_synced: set[str] = set()
         self._logged: set[str] = set()
         #: True while the writer's queue is full: readers await room after each frame.
         self.backpressure = False
@@ -334,7 +342,15 @@ class Router:
         self.emit(st.key, recv_ns, Kind.SNAPSHOT, body)
         self.stats.snapshots[(self.exchange, symbol)] += 1
         st.sync = DepthSync.SYNCED
+        if symbol not in self.ever_synced:
+            self.ever_synced.add(symbol)
+            self.stats.book_first_synced(self.exchange)
         return True
+
+    def depth_seen(self, symbol: str) -> int:
+        """Depth diffs received for ``symbol`` so far (how busy its book is)."""
+        st = self.depth_of.get(symbol)
+        return st.n_in if st is not None else 0
 
     def snapshot_wanted(self, symbol: str) -> bool:
         st = self.depth_of.get(symbol)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -28,14 +29,20 @@ import aiohttp
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
-from vps_brain.collect.rest import SnapshotFetcher, WeightBudget
+from vps_brain.collect.rest import SnapshotFetcher, SyncOrder, WeightBudget
 from vps_brain.collect.router import Router
 from vps_brain.collect.spool import Spool
 from vps_brain.collect.stats import CollectorStats
 from vps_brain.collect.trim import trim_loop
 from vps_brain.collect.writer import Batcher, RedisWriter
-from vps_brain.collect.ws import Slot, split_streams
-from vps_brain.config import Settings, redact_url
+from vps_brain.collect.ws import (
+    ConnectionPacer,
+    RenewalSchedule,
+    Slot,
+    group_streams,
+    url_prefix_bytes,
+)
+from vps_brain.config import ConfigError, Settings, redact_url
 from vps_brain.frame import quarantine_key, stream_key
 from vps_brain.redisclient import async_client
 
@@ -85,6 +92,53 @@ class Collector:
         self.ready = asyncio.Event()
         #: Budget of the shutdown after ``stop`` (see the module docstring).
         self.shutdown_timeout_s = SHUTDOWN_TIMEOUT_S
+        #: (market index, websocket URL, streams) of each connection, in slot order.
+        self.connection_plan = self._plan_connections()
+        #: One REST weight budget and one connection pacer per venue (its hosts count per IP).
+        self.budgets: dict[str, WeightBudget] = {}
+        self.pacers: dict[str, ConnectionPacer] = {}
+
+    def _plan_connections(self) -> list[tuple[int, str, list[str]]]:
+        """The streams of each connection: by route, within the venue's streams per connection
+        and ``max_url_bytes``; raises :class:`ConfigError` when the renewals cannot be staggered
+        within ``renew_after_s``."""
+        c = self.cfg
+        plan: list[tuple[int, str, list[str]]] = []
+        for i, (market, streams) in enumerate(zip(c.markets, self.market_streams, strict=True)):
+            venue = market.spec
+            per_connection = min(
+                c.max_streams_per_connection or venue.max_streams_per_connection,
+                venue.max_streams_per_connection,
+            )
+            routed: dict[str, list[str]] = {}
+            for name in streams:
+                routed.setdefault(venue.route_of(name.split("@", 1)[1]), []).append(name)
+            for path, names in routed.items():
+                url = market.ws_base.rstrip("/") + path
+                prefix = url_prefix_bytes(url.rstrip("/") + "/stream?streams=")
+                for group in group_streams(
+                    names,
+                    per_connection=per_connection,
+                    prefix_bytes=prefix,
+                    max_url_bytes=c.max_url_bytes,
+                ):
+                    plan.append((i, url, group))
+        spread = (len(plan) - 1) * c.renew_stagger_s
+        if spread >= c.renew_after_s - c.renew_overlap_s:
+            raise ConfigError(
+                f"collector: {len(plan)} connections renewed {c.renew_stagger_s:g} s apart "
+                f"(renew_stagger_s) need {spread:g} s, more than renew_after_s - "
+                f"renew_overlap_s ({c.renew_after_s - c.renew_overlap_s:g} s): lower the "
+                "stagger or raise renew_after_s"
+            )
+        for market in c.markets:
+            if c.renew_after_s + spread >= market.spec.lifetime_s:
+                raise ConfigError(
+                    f"collector: renewals staggered over {spread:g} s after renew_after_s "
+                    f"({c.renew_after_s:g} s) pass the {market.spec.name} connection lifetime "
+                    f"({market.spec.lifetime_s:g} s): lower renew_stagger_s or renew_after_s"
+                )
+        return plan
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.cfg
@@ -112,7 +166,8 @@ class Collector:
             max_bytes=c.batch_max_bytes,
             max_delay_ms=c.batch_max_delay_ms,
         )
-        budgets: dict[str, WeightBudget] = {}  # one per venue: its REST host has its own limit
+        stats.started_at = time.monotonic()
+        budgets = self.budgets  # one per venue: its REST host has its own limit
         for market, streams in zip(c.markets, self.market_streams, strict=True):
             venue = market.spec
             router = Router(
@@ -129,13 +184,18 @@ class Collector:
                 per_minute = min(
                     c.rest_weight_per_minute or venue.weight_per_minute, venue.weight_per_minute
                 )
-                budget = budgets[venue.name] = WeightBudget(per_minute)
+                budget = budgets[venue.name] = WeightBudget(
+                    per_minute, window_s=c.rest_weight_window_s or venue.weight_window_s
+                )
             fetcher = SnapshotFetcher(
                 market.exchange_name,
                 market.rest_base.rstrip("/") + venue.depth_path,
                 c.snapshot_limit,
                 weight=venue.depth_weight(c.snapshot_limit),
                 budget=budget,
+                limits=market.snapshot_limits,
+                weight_of=venue.depth_weight,
+                order=SyncOrder(market.symbols, market.snapshot_priority, router.depth_seen),
                 stats=stats,
                 on_snapshot=router.on_snapshot,
                 still_wanted=router.snapshot_wanted,
@@ -146,6 +206,7 @@ class Collector:
             router.request_snapshot = fetcher.request
             self.routers.append(router)
             self.fetchers.append(fetcher)
+        self._gather_first_snapshots()
 
         def backpressure(full: bool) -> None:
             for router in self.routers:
@@ -180,38 +241,42 @@ class Collector:
                     name="trim",
                 )
             )
-        for market, router in zip(c.markets, self.routers, strict=True):
+        schedule = RenewalSchedule(c.renew_stagger_s, len(self.connection_plan))
+        by_market: dict[int, list[Slot]] = {}
+        for i, url, group in self.connection_plan:
+            market = c.markets[i]
             venue = market.spec
-            per_connection = min(
-                c.max_streams_per_connection or venue.max_streams_per_connection,
-                venue.max_streams_per_connection,
+            pacer = self.pacers.get(venue.name)
+            if pacer is None:
+                pacer = self.pacers[venue.name] = ConnectionPacer(
+                    min(
+                        c.connection_attempts or venue.connection_attempts,
+                        venue.connection_attempts,
+                    ),
+                    c.connection_window_s or venue.connection_window_s,
+                )
+            slot = Slot(
+                len(self.slots),
+                url,
+                streams=group,
+                router=self.routers[i],
+                stats=stats,
+                session=session,
+                wait_room=writer.wait_room,
+                pacer=pacer,
+                schedule=schedule,
+                renew_after_s=c.renew_after_s,
+                renew_overlap_s=c.renew_overlap_s,
+                reconnect_min_s=c.reconnect_min_s,
+                reconnect_max_s=c.reconnect_max_s,
+                # a quiet stream gets nothing but the venue's pings
+                idle_timeout_s=max(c.idle_timeout_s, 1.5 * venue.ping_interval_s),
+                max_msg_size=max(4 * c.max_frame_bytes, 1 << 20),
             )
-            routed: dict[str, list[str]] = {}
-            for name in router.streams:
-                routed.setdefault(venue.route_of(name.split("@", 1)[1]), []).append(name)
-            slots: list[Slot] = []
-            for path, names in routed.items():
-                for group in split_streams(names, per_connection):
-                    slots.append(
-                        Slot(
-                            len(self.slots) + len(slots),
-                            market.ws_base.rstrip("/") + path,
-                            streams=group,
-                            router=router,
-                            stats=stats,
-                            session=session,
-                            wait_room=writer.wait_room,
-                            renew_after_s=c.renew_after_s,
-                            renew_overlap_s=c.renew_overlap_s,
-                            reconnect_min_s=c.reconnect_min_s,
-                            reconnect_max_s=c.reconnect_max_s,
-                            # a quiet stream gets nothing but the venue's pings
-                            idle_timeout_s=max(c.idle_timeout_s, 1.5 * venue.ping_interval_s),
-                            max_msg_size=max(4 * c.max_frame_bytes, 1 << 20),
-                        )
-                    )
-            _wire(router, slots)
-            self.slots.extend(slots)
+            self.slots.append(slot)
+            by_market.setdefault(i, []).append(slot)
+        for i, router in enumerate(self.routers):
+            _wire(router, by_market.get(i, []))
         slot_tasks = [asyncio.create_task(s.run(), name=f"slot-{s.index}") for s in self.slots]
         self.ready.set()
         log.info(
@@ -253,6 +318,22 @@ class Collector:
         if failed:
             # Exit non-zero so the service manager restarts us (the spool keeps the data).
             raise RuntimeError(f"collector task {failed} ended unexpectedly")
+
+    def _gather_first_snapshots(self) -> None:
+        """Hold a venue's first snapshot for ``snapshot_gather_s`` when its books' snapshots
+        weigh more than one window allows: every book's first request is then waiting when the
+        first grant is due, so even the first window goes in sync order."""
+        c = self.cfg
+        weight: dict[str, int] = {}
+        for market, router in zip(c.markets, self.routers, strict=True):
+            venue = market.spec
+            weight[venue.name] = weight.get(venue.name, 0) + sum(
+                venue.depth_weight(market.snapshot_limit_of(s, c.snapshot_limit))
+                for s in router.depth_of
+            )
+        for name, budget in self.budgets.items():
+            if weight.get(name, 0) > budget.limit and c.snapshot_gather_s > 0:
+                budget.pause(c.snapshot_gather_s)
 
     async def _shutdown(
         self,

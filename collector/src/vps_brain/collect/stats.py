@@ -3,11 +3,18 @@
 The hot path bumps dict entries (cheap); a custom Prometheus collector reads them at scrape time.
 Batch latency (first record received -> entry acknowledged by Redis) is a real histogram,
 observed once per batch.
+
+Books (one per symbol with a depth stream, per exchange): ``books`` counts them, ``books_synced``
+those in sync now (read from the routers' stream states at scrape time), and
+``all_books_synced_seconds`` is the time from :attr:`CollectorStats.started_at` until every book
+of the exchange had been in sync at least once (-1 until then; a symbol the exchange refused for
+good never syncs, so it stays -1).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +70,15 @@ class CollectorStats:
     #: corrupt spool regions moved to the quarantine file, and their bytes
     spool_quarantined: int = 0
     spool_quarantined_bytes: int = 0
+    #: The depth streams' states (``exchange``, ``in_sync``), registered by the routers
+    depth_books: list[Any] = field(default_factory=list)
+    #: exchange -> books, and books that were in sync at least once
+    books_total: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    books_first_synced: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: exchange -> seconds from ``started_at`` until every book was first in sync
+    all_books_synced_s: dict[str, float] = field(default_factory=dict)
+    #: time.monotonic() of the collector's start (set by the collector when it runs)
+    started_at: float = field(default_factory=time.monotonic)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     batch_latency: Histogram = field(init=False)
 
@@ -74,6 +90,29 @@ class CollectorStats:
     @property
     def bytes_in(self) -> dict[tuple[str, str], int]:
         return {(s.exchange, s.name): s.bytes_in for s in self.streams if s.n_in}
+
+    def add_books(self, books: list[Any]) -> None:
+        """Register depth stream states (a router's): each has ``exchange`` and ``in_sync``."""
+        self.depth_books.extend(books)
+        for st in books:
+            self.books_total[st.exchange] += 1
+
+    def book_first_synced(self, exchange: str) -> None:
+        """One more book of ``exchange`` was in sync for the first time."""
+        self.books_first_synced[exchange] += 1
+        if (
+            self.books_first_synced[exchange] >= self.books_total[exchange]
+            and exchange not in self.all_books_synced_s
+        ):
+            self.all_books_synced_s[exchange] = time.monotonic() - self.started_at
+
+    def books_synced(self) -> dict[str, int]:
+        """exchange -> books in sync now."""
+        out = dict.fromkeys(self.books_total, 0)
+        for st in self.depth_books:
+            if st.in_sync:
+                out[st.exchange] += 1
+        return out
 
     def __post_init__(self) -> None:
         self.batch_latency = Histogram(
@@ -162,3 +201,22 @@ class _Export(Collector):
         )
         for name, doc, level in gauges:
             yield GaugeMetricFamily(p + name, doc, value=level)
+        books = GaugeMetricFamily(
+            p + "books", "Symbols with a depth stream (order books)", labels=["exchange"]
+        )
+        synced = GaugeMetricFamily(
+            p + "books_synced", "Order books in sync now", labels=["exchange"]
+        )
+        all_synced = GaugeMetricFamily(
+            p + "all_books_synced_seconds",
+            "Seconds from the collector's start until every book was first in sync (-1: not yet)",
+            labels=["exchange"],
+        )
+        in_sync = s.books_synced()
+        for exchange, total in s.books_total.items():
+            books.add_metric([exchange], total)
+            synced.add_metric([exchange], in_sync.get(exchange, 0))
+            all_synced.add_metric([exchange], s.all_books_synced_s.get(exchange, -1.0))
+        yield books
+        yield synced
+        yield all_synced

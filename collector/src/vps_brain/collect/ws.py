@@ -1,6 +1,26 @@
 """Websocket connections: combined streams, reconnect with backoff, renewal before the 24 h cut.
 
-A :class:`Slot` serves one group of at most 1024 streams (subscriptions in the URL). It keeps one
+A :class:`Slot` serves one group of streams (:func:`group_streams`: at most the venue's 1024 and a
+subscription URL of at most ``max_url_bytes``; a symbol's streams stay on one connection where
+they fit). The subscriptions stay in the URL rather than in ``SUBSCRIBE`` messages: a connection
+then delivers every stream of its group from its first frame (a renewal's overlap and a
+reconnect's take-over hold for all of them at once), and nothing we send competes with the pongs
+for the venue's 5 incoming messages a second (a ``SUBSCRIBE`` refused or lost would leave
+streams silently unsubscribed). The price is more connections: with a bound of 8,000 bytes a
+connection carries about 420 streams (a name and its ``/`` are about 19 bytes for symbols
+of 8 characters), so a whole spot market of 1,500 symbols x 3 streams takes 11 connections, far
+below the venue's 300 attempts per 5 minutes even when all of them reconnect at once.
+
+Every connection attempt (first open, reconnect, renewal, bisection probe) first waits for the
+venue's :class:`ConnectionPacer` (at most ``attempts`` per sliding ``window_s``, shared by the
+collector's slots of that venue). Renewals are planned by one :class:`RenewalSchedule` for the
+whole collector: no two renewals start within ``renew_stagger_s`` of each other (60 s: never two
+in the same minute); a renewal comes earlier than ``renew_after_s`` rather than close to
+another, so it stays within the venue's lifetime. A connection's fault (drop, refusal, idle)
+touches only its slot's streams: each slot reconnects on its own and the router marks the gap
+of those streams only.
+
+A :class:`Slot` keeps one
 live connection; when that connection drops it reconnects with capped, jittered backoff
 (:class:`vps_brain.backoff.Backoff`, never giving up on a transient error) and the new connection
 takes the streams over at once (the router records any gap).
@@ -25,9 +45,11 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import yarl
 
 from vps_brain.backoff import Backoff, is_permanent_status
 from vps_brain.collect.rest import report_permanent
@@ -39,9 +61,141 @@ log = logging.getLogger("vps_brain.collect.ws")
 _conn_ids = itertools.count(1)
 
 
-def split_streams(streams: list[str], per_connection: int) -> list[list[str]]:
-    """Streams in groups of at most ``per_connection`` (Binance: 1024)."""
-    return [streams[i : i + per_connection] for i in range(0, len(streams), per_connection)]
+def group_streams(
+    streams: list[str], *, per_connection: int, prefix_bytes: int, max_url_bytes: int
+) -> list[list[str]]:
+    """Streams in groups of at most ``per_connection`` whose URL stays within ``max_url_bytes``.
+
+    The URL of a group is ``prefix_bytes`` (path and ``?streams=``) plus the names joined by
+    ``/``. A symbol's streams go to one group when they fit in an empty one (else they fill the
+    groups in turn); groups keep the order of ``streams``.
+    """
+    budget = max_url_bytes - prefix_bytes
+    bundles: dict[str, list[str]] = {}
+    for name in streams:
+        bundles.setdefault(name.split("@", 1)[0], []).append(name)
+    groups: list[list[str]] = []
+    group: list[str] = []
+    size = 0
+    for bundle in bundles.values():
+        extra = sum(len(n) + 1 for n in bundle)
+        fits_alone = len(bundle) <= per_connection and extra - 1 <= budget
+        if (
+            fits_alone
+            and group
+            and (len(group) + len(bundle) > per_connection or size + extra > budget)
+        ):
+            groups.append(group)
+            group, size = [], 0
+        for name in bundle:  # a bundle too large for any group fills the groups in turn
+            cost = len(name) + (1 if group else 0)
+            if group and (len(group) + 1 > per_connection or size + cost > budget):
+                groups.append(group)
+                group, size, cost = [], 0, len(name)
+            if cost > budget:
+                raise ValueError(f"stream {name} alone makes a URL over {max_url_bytes} bytes")
+            group.append(name)
+            size += cost
+    if group:
+        groups.append(group)
+    return groups
+
+
+def url_prefix_bytes(url: str) -> int:
+    """Bytes of ``url``'s path and query as sent in the request line."""
+    return len(yarl.URL(url).raw_path_qs)
+
+
+class ConnectionPacer:
+    """At most ``attempts`` connection attempts in any ``window_s`` (one per venue and IP).
+
+    A sliding window is at least as strict as the exchange's count, whatever its window's
+    alignment; the window is lengthened by ``guard_s`` (a twentieth, at most 1 s) so that an
+    attempt that takes longer to arrive cannot make the exchange see one more.
+    """
+
+    def __init__(self, attempts: int, window_s: float) -> None:
+        self.attempts = attempts
+        self.window_s = window_s + min(1.0, window_s / 20)
+        self.times: deque[float] = deque()
+        #: attempts made so far, and how many had to wait
+        self.made = 0
+        self.delayed = 0
+
+    async def wait(self) -> None:
+        waited = False
+        while True:
+            now = time.monotonic()
+            times = self.times
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) < self.attempts:
+                times.append(now)
+                self.made += 1
+                self.delayed += waited
+                return
+            waited = True
+            await asyncio.sleep(times[0] + self.window_s - now + 0.001)
+
+
+class RenewalSchedule:
+    """When each slot renews: at its connection's ``renew_after_s`` or earlier, never within
+    ``stagger_s`` of another slot's renewal (one schedule per collector).
+
+    Invariants: renewals of different slots are planned at least ``stagger_s`` apart (a
+    renewal starts at its plan, give or take the event loop's lag); a connection renews no
+    earlier than ``renew_after_s - spread_s`` and no later than ``renew_after_s + spread_s``
+    after it opened, ``spread_s`` being (slots - 1) x ``stagger_s`` (the collector checks that
+    this fits within the venue's lifetime). A renewal forced by a ``serverShutdown`` notice
+    starts at once and is not planned.
+    """
+
+    def __init__(self, stagger_s: float, slots: int = 1) -> None:
+        self.stagger_s = stagger_s
+        self.spread_s = max(0, slots - 1) * stagger_s
+        #: slot index -> planned renewal (time.monotonic())
+        self.planned: dict[int, float] = {}
+        #: (slot, plan) of renewals started within the last ``stagger_s``
+        self.recent: deque[tuple[int, float]] = deque()
+
+    def _clashes(self, slot: int, t: float) -> list[float]:
+        """Other slots' renewals (planned, or started lately) within the stagger of ``t``."""
+        near = self.stagger_s - 1e-6  # t = r - stagger must not clash with r by rounding
+        others = [r for i, r in (*self.planned.items(), *self.recent) if i != slot]
+        return [r for r in others if abs(t - r) < near]
+
+    def plan(self, slot: int, target: float, earliest: float) -> float:
+        """A renewal time for ``slot``: the latest at or before ``target`` (and not before
+        ``earliest``) clear of the others; if there is none, the first clear one after."""
+        self.planned.pop(slot, None)
+        while self.recent and self.recent[0][1] < earliest - self.stagger_s:
+            self.recent.popleft()
+        t = target
+        while clash := self._clashes(slot, t):
+            t = min(clash) - self.stagger_s
+        if t < earliest - 1e-6:
+            t = target
+            while clash := self._clashes(slot, t):
+                t = max(clash) + self.stagger_s
+            if t > target + 0.001:
+                log.warning(
+                    "slot %d: renewal %.1fs later than planned to keep the stagger",
+                    slot,
+                    t - target,
+                )
+        self.planned[slot] = t
+        return t
+
+    def start(self, slot: int) -> float | None:
+        """``slot``'s planned renewal starts now; returns its plan (None: it had none)."""
+        at = self.planned.pop(slot, None)
+        if at is not None:
+            self.recent.append((slot, at))
+        return at
+
+    def drop(self, slot: int) -> None:
+        """``slot``'s plan is void (its connection was lost, or the slot stops)."""
+        self.planned.pop(slot, None)
 
 
 class Connection:
@@ -139,6 +293,9 @@ class Slot:
         stats: CollectorStats,
         session: aiohttp.ClientSession,
         wait_room: Callable[[], Awaitable[None]],
+        # Shared pacing of connection attempts (the venue's) and plan of renewals (the collector's).
+        pacer: ConnectionPacer,
+        schedule: RenewalSchedule,
         # Renewal before the exchange's 24 h cut.
         renew_after_s: float,
         renew_overlap_s: float,
@@ -157,6 +314,10 @@ class Slot:
         self.stats = stats
         self.session = session
         self.wait_room = wait_room
+        self.pacer = pacer
+        self.schedule = schedule
+        #: The plan (time.monotonic()) of each renewal started, in order: the stagger shows here.
+        self.renewals_planned_at: list[float] = []
         self.renew_after_s = renew_after_s
         self.renew_overlap_s = renew_overlap_s
         self.reconnect_min_s = reconnect_min_s
@@ -217,6 +378,7 @@ class Slot:
         backoff = Backoff(self.reconnect_min_s, self.reconnect_max_s)
         attempt = 0
         while True:
+            await self.pacer.wait()
             try:
                 return await self.session.ws_connect(
                     self.base_url + "/".join(streams),
@@ -282,8 +444,12 @@ class Slot:
         log.info("slot %d: connected (%d streams)", self.index, len(self.streams))
         try:
             while True:
-                age = time.monotonic() - conn.opened
-                wait = max(0.0, self.renew_after_s - age)
+                now = time.monotonic()
+                target = conn.opened + self.renew_after_s
+                at = self.schedule.plan(
+                    self.index, target, max(now, target - self.schedule.spread_s)
+                )
+                wait = max(0.0, at - now)
                 closed = asyncio.ensure_future(conn.closed.wait())
                 renew = asyncio.ensure_future(self._renew_now.wait())
                 try:
@@ -293,8 +459,10 @@ class Slot:
                 finally:
                     closed.cancel()
                     renew.cancel()
+                forced = self._renew_now.is_set()
                 self._renew_now.clear()
                 if conn.closed.is_set():
+                    self.schedule.drop(self.index)
                     self.stats.reconnects += 1
                     log.warning("slot %d: connection %d lost: %s", self.index, conn.id, conn.reason)
                     self._control("connection_closed", conn=conn.id, reason=conn.reason)
@@ -309,6 +477,10 @@ class Slot:
                     self._start(conn)
                     self.current = conn
                     continue
+                if forced:  # serverShutdown: at once, not planned
+                    self.schedule.drop(self.index)
+                else:
+                    self.renewals_planned_at.append(self.schedule.start(self.index) or now)
                 renewed = await self._renew(conn)
                 if renewed is None:
                     self.current = None
@@ -316,6 +488,7 @@ class Slot:
                     return
                 conn = self.current = renewed
         finally:
+            self.schedule.drop(self.index)
             if self.current is not None:
                 await self.current.close()
 

@@ -16,6 +16,17 @@ The venue is ``VENUES[settings.venue]`` (:mod:`vps_brain.venues`); endpoints are
   ``Retry-After`` when that fault is armed. ``X-MBX-USED-WEIGHT-1M`` carries the weight used in
   the current minute (``venue.depth_weight``). ``.../ping`` beside it answers ``{}``.
 
+Limits, as Binance enforces them (figures from :mod:`vps_brain.venues`, overridable in
+:class:`~vps_brain.config.FaultSettings` so a test can use small ones and run fast):
+
+* REST weight per fixed window (``rest_window_s``, aligned on the epoch like Binance's minutes):
+  a depth request that would take the window past ``rest_weight_limit`` (the venue's per minute)
+  is answered 429 ``{"code": -1003}`` with ``Retry-After`` (seconds to the window's end) and is
+  not served; ``rest_over_limit`` counts them.
+* connection attempts: more than ``connection_limit`` websocket handshakes (the venue's 300)
+  within any ``connection_window_s`` (5 minutes) are answered 429; ``connections_refused``
+  counts them. Every handshake counts, refused or not.
+
 Incoming messages: a client that sends more than ``venue.messages_per_second`` frames (text,
 binary, ping, pong) within one second is disconnected ("too many messages"), as Binance does.
 Pongs answering this server's own pings are not counted (at most one per ping): Binance pings
@@ -25,7 +36,8 @@ must never trip the limit.
 Control endpoints for tests and the lab (not Binance):
 
 * ``GET /_sim/stats``: counters as JSON (published per stream, sent per connection, faults).
-* ``POST /_sim/fault/<name>`` with query parameters: ``drop``, ``gap?stream=&count=``,
+* ``POST /_sim/fault/<name>`` with query parameters: ``drop`` (``?conn=<id>``: that one only),
+  ``gap?stream=&count=``,
   ``malformed``, ``oversized?bytes=``, ``unknown``, ``shutdown`` (serverShutdown notice),
   ``rest429?count=``, ``cut?after_s=``.
 
@@ -41,6 +53,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -286,7 +299,16 @@ class Simulator:
         self.rest_429_left = self.faults.rest_429_count
         self.rest_429_sent = 0
         self.rest_weight = 0  # weight of every depth snapshot served
-        self._weight_minute = (0, 0)  # (minute, weight used in it): X-MBX-USED-WEIGHT-1M
+        self._weight_minute = (0, 0)  # (window, weight used in it): X-MBX-USED-WEIGHT-1M
+        f = self.faults
+        self.rest_weight_limit = f.rest_weight_limit or self.venue.weight_per_minute
+        self.connection_limit = f.connection_limit or self.venue.connection_attempts
+        self.connection_window_s = f.connection_window_s or self.venue.connection_window_s
+        self.rest_over_limit = 0
+        self.connections_refused = 0
+        self._attempts: deque[float] = deque()  # handshake times within the connection window
+        #: (symbol, limit) of the depth snapshots served, in order (the newest 100,000)
+        self.snapshot_log: deque[tuple[str, int]] = deque(maxlen=100_000)
         self._runner: web.AppRunner | None = None
         self._market_task: asyncio.Task[None] | None = None
         self.port = settings.port
@@ -353,6 +375,12 @@ class Simulator:
         for conn in self.connections.values():
             conn.close("drop fault")
 
+    def drop_connection(self, cid: int) -> None:
+        """Drop one connection (its client sees the others go on)."""
+        conn = self.connections.get(cid)
+        if conn is not None:
+            conn.close("drop fault")
+
     def inject_gap(self, stream: str, count: int) -> None:
         for conn in self.connections.values():
             if stream in conn.delivered:
@@ -395,7 +423,28 @@ class Simulator:
             return False
         return True
 
+    def _connection_allowed(self) -> bool:
+        """Count a handshake; False when it is one too many for the connection window."""
+        now = time.monotonic()
+        attempts = self._attempts
+        attempts.append(now)
+        while attempts[0] <= now - self.connection_window_s:
+            attempts.popleft()
+        return len(attempts) <= self.connection_limit
+
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if not self._connection_allowed():
+            self.connections_refused += 1
+            log.warning(
+                "connection attempt refused: over %d per %.0f s",
+                self.connection_limit,
+                self.connection_window_s,
+            )
+            return web.json_response(
+                {"code": -1003, "msg": "Too many connection attempts"},
+                status=429,
+                headers={"Retry-After": str(max(1, int(self.connection_window_s)))},
+            )
         streams = [s for s in request.query.get("streams", "").split("/") if s]
         bad = [s for s in streams if not self._valid_stream(s)]
         if not streams or bad or len(streams) > self.venue.max_streams_per_connection:
@@ -451,14 +500,31 @@ class Simulator:
             status=400,
         )
 
-    def _use_weight(self, weight: int) -> int:
-        """Add ``weight`` to the current minute's; the minute's total so far."""
-        minute = int(time.time() // 60)
+    def _use_weight(self, weight: int) -> int | None:
+        """Add ``weight`` to the current window's and return its total so far; None (nothing
+        added) when that would pass the limit."""
+        window = int(time.time() // self.faults.rest_window_s)
         seen, used = self._weight_minute
-        used = (used if seen == minute else 0) + weight
-        self._weight_minute = (minute, used)
+        used = used if seen == window else 0
+        if used + weight > self.rest_weight_limit:
+            self._weight_minute = (window, used)
+            return None
+        used += weight
+        self._weight_minute = (window, used)
         self.rest_weight += weight
         return used
+
+    def _over_limit(self) -> web.Response:
+        self.rest_over_limit += 1
+        self.rest_429_sent += 1
+        w = self.faults.rest_window_s
+        left = (int(time.time() // w) + 1) * w - time.time()
+        log.warning("REST weight over %d per %.0f s: 429", self.rest_weight_limit, w)
+        return web.json_response(
+            {"code": -1003, "msg": "Too much request weight used; please use WebSocket Streams."},
+            status=429,
+            headers={"Retry-After": str(max(1, math.ceil(left)))},
+        )
 
     async def _depth_handler(self, request: web.Request) -> web.Response:
         self.rest_requests += 1
@@ -480,6 +546,9 @@ class Simulator:
         if snap is None:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
         used = self._use_weight(self.venue.depth_weight(limit))
+        if used is None:
+            return self._over_limit()
+        self.snapshot_log.append((symbol, limit))
         return web.Response(
             body=snap.body(limit),
             content_type="application/json",
@@ -507,6 +576,8 @@ class Simulator:
             "rest_requests": self.rest_requests,
             "rest_429_sent": self.rest_429_sent,
             "rest_weight": self.rest_weight,
+            "rest_over_limit": self.rest_over_limit,
+            "connections_refused": self.connections_refused,
         }
 
     async def _ping_handler(self, _request: web.Request) -> web.Response:
@@ -519,7 +590,10 @@ class Simulator:
         name = request.match_info["name"]
         q = request.query
         if name == "drop":
-            self.drop_all()
+            if "conn" in q:
+                self.drop_connection(int(q["conn"]))
+            else:
+                self.drop_all()
         elif name == "gap":
             self.inject_gap(q["stream"], int(q.get("count", "10")))
         elif name == "malformed":
