@@ -45,6 +45,25 @@ def test_bad_config_fails_at_start_and_names_the_field(tmp_path: Path) -> None:
     assert b"redis" in err and b"VPS_BRAIN__REDIS__URL" in err
 
 
+def test_check_config_refuses_renewals_that_cannot_be_staggered(tmp_path: Path) -> None:
+    # 3 connections (one stream each) cannot renew 60 s apart within renew_after_s = 100 s:
+    # the plan is checked by --check-config (the role's validate step), not first at start.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "collector:\n  symbols: [a1usdt, a2usdt, a3usdt]\n  channels: [trade]\n"
+        "  max_streams_per_connection: 1\n  renew_after_s: 100\n"
+    )
+    p = cli("collect", "--config", str(cfg), "--check-config")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert b"renew_stagger_s" in err
+    cfg.write_text("collector:\n  symbols: [a1usdt, a2usdt, a3usdt]\n  channels: [trade]\n")
+    p = cli("collect", "--config", str(cfg), "--check-config")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert b"configuration OK (1 connection(s))" in out
+
+
 def test_simulate_and_collect_processes_with_an_acl_user(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -466,6 +466,19 @@ class ConsumerSettings(Section):
     parquet_compression: Literal["zstd", "snappy", "none"] = "zstd"
     #: Merge each closed day's parts into one file per partition this often (0 = never).
     compact_interval_s: NonNegFloat = 3600.0
+    #: Merge each closed hour's parts (hours of the stream entry ids) into one file per
+    #: partition, ``compact_hours_after_s`` after every UTC hour ends (and once at start-up).
+    #: Should exceed ``flush_interval_s`` plus the usual lag: parts of an hour committed after
+    #: its pass are merged by the next one.
+    compact_hours: bool = True
+    compact_hours_after_s: NonNegFloat = 300.0
+    #: A compaction pass holds the commit slot at most this long at a time (plus the merge of
+    #: one partition); the rest of it follows between flushes.
+    compact_slice_s: PositiveFloat = 5.0
+    #: After each compaction, copy the closed compacted parts, layout unchanged, to this
+    #: pyarrow filesystem URI (``file:///srv/md``, ``s3://bucket/md?endpoint_override=...``;
+    #: credentials from the environment, e.g. AWS_ACCESS_KEY_ID); empty = no copy.
+    archive_uri: str = ""
     retry_min_s: PositiveFloat = 0.1
     retry_max_s: PositiveFloat = 30.0
     #: Publish every entry to the Brain's local Redis (stream ``live_prefix + key``).
@@ -494,6 +507,16 @@ class ConsumerSettings(Section):
     def _live_redis_url(cls, url: str) -> str:
         _check_redis_url(url, "live_redis_url")
         return url
+
+    @field_validator("archive_uri")
+    @classmethod
+    def _archive_uri(cls, uri: str) -> str:
+        if uri and not re.match(r"[a-z][a-z0-9+.-]*://", uri):
+            raise ValueError(
+                f"archive_uri must be a URI such as file:///srv/md or s3://bucket/md: "
+                f"{redact_url(uri)!r}"
+            )
+        return uri
 
 
 class Settings(Section):

@@ -76,10 +76,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             market = markets[0].model_dump(exclude_unset=True) | flags
             settings = apply_overrides(settings, {"collector.markets": [market]})
+        # The connections (streams per connection, staggered renewals) are planned from the
+        # settings alone, so --check-config refuses a plan that cannot work.
+        from vps_brain.collect.service import Collector
+
+        plan = Collector(settings).connection_plan
     except ConfigError as exc:
         return refuse("collect", exc)
     if args.check_config:
-        print("configuration OK")
+        print(f"configuration OK ({len(plan)} connection(s))")
         return 0
     setup_logging(settings.collector.log_level, settings.collector.log_format)
     asyncio.run(_main(settings))

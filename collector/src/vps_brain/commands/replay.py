@@ -18,13 +18,18 @@ import orjson
 
 from vps_brain.commands import refuse, settings_from_args
 from vps_brain.config import ConfigError
-from vps_brain.consume.replay import StoredRecord, iter_store
+from vps_brain.consume.replay import StoredRecord, iter_store, list_parts
 from vps_brain.frame import format_id
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (consumer.store_dir)")
     parser.add_argument("--store", type=Path, help="store directory (default: from settings)")
+    parser.add_argument(
+        "--uri",
+        help="read the store, or an archive of it, at this pyarrow filesystem URI instead "
+        "(file:///srv/md, s3://bucket/md?endpoint_override=host:port)",
+    )
     parser.add_argument("--exchange", action="append", help="only this exchange (repeatable)")
     parser.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     parser.add_argument("--channel", action="append", help="only this channel (repeatable)")
@@ -54,15 +59,10 @@ def _jsonl(r: StoredRecord) -> bytes:
     return orjson.dumps(doc) + b"\n"
 
 
-def _book_exchange(root: Path, args: argparse.Namespace) -> str | None:
+def _book_exchange(root: str | Path, args: argparse.Namespace) -> str | None:
     """The one exchange whose book of ``--check-book`` is checked; None (said why) if unclear."""
     symbol = args.check_book.lower()
-    stored = sorted(
-        {
-            p.parent.parent.name[len("exchange=") :]
-            for p in root.glob(f"data/exchange=*/*/symbol={symbol}")
-        }
-    )
+    stored = sorted({p.exchange for p in list_parts(root, symbols=[symbol])})
     wanted = [e for e in stored if not args.exchange or e in args.exchange]
     if len(wanted) == 1:
         return wanted[0]
@@ -77,7 +77,7 @@ def _book_exchange(root: Path, args: argparse.Namespace) -> str | None:
     return None
 
 
-def _check_book(root: Path, args: argparse.Namespace) -> int:
+def _check_book(root: str | Path, args: argparse.Namespace) -> int:
     from vps_brain.orderbook import check_against_tickers
     from vps_brain.venues import VenueError, venue_of_exchange
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, {"consumer.store_dir": args.store})
     except ConfigError as exc:
         return refuse("replay", exc)
-    root = settings.consumer.store_dir
+    root: str | Path = args.uri or settings.consumer.store_dir
     if args.check_book:
         return _check_book(root, args)
     out = sys.stdout.buffer

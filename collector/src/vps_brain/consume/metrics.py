@@ -50,7 +50,7 @@ class ConsumerMetrics:
         )
         self.parts = Counter(p + "parts_written", "Parquet part files written", registry=r)
         self.compacted = Counter(
-            p + "compacted_parts", "Part files merged into per-day files", registry=r
+            p + "compacted_parts", "Part files merged into per-hour or per-day files", registry=r
         )
         self.buffered_records = Gauge(
             p + "buffered_records", "Records read but not yet committed", registry=r

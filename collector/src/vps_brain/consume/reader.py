@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
+import math
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vps_brain.backoff import Backoff
-from vps_brain.config import ConsumerSettings, RedisSettings
+from vps_brain.config import ConsumerSettings, RedisSettings, redact_url
 from vps_brain.consume.catchup import (
     ByteBudget,
     CatchUp,
@@ -86,6 +88,12 @@ READER_ACL: Final = (
 
 _NET_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 ACK_CHUNK: Final = 2000
+
+
+def next_hours_pass(now: float, after_s: float) -> float:
+    """When the next closed-hours compaction is due: ``after_s`` past the next UTC hour end
+    that is not yet ``after_s`` behind ``now`` (wall clock, seconds)."""
+    return (math.floor((now - after_s) / 3600) + 1) * 3600 + after_s
 
 
 def tune_gc() -> None:
@@ -144,6 +152,11 @@ class Consumer:
         self._last_recv: dict[str, int] = {}
         self._disk_blocked = False
         self._compact_at = time.monotonic() + min(60.0, cfg.compact_interval_s)
+        # Wall clock (hours are UTC hours of the entry ids): the first pass soon after start.
+        self._hours_at = (
+            time.time() + min(60.0, cfg.compact_hours_after_s) if cfg.compact_hours else math.inf
+        )
+        self._archive_task: asyncio.Task[None] | None = None
         self._parts_seen = 0
         # Live first (vps_brain.consume.catchup): per stream, the highest id the live feed has
         # had from either path; which streams are catching up; the budget of the group's reads.
@@ -204,6 +217,9 @@ class Consumer:
             if self._commit_task is not None and not self._commit_task.done():
                 with contextlib.suppress(BaseException):
                     await self._commit_task
+            if self._archive_task is not None:  # stops after the file it is copying
+                with contextlib.suppress(BaseException):
+                    await self._archive_task
             if self.publisher is not None:
                 with contextlib.suppress(Exception):
                     await self.publisher.close()  # bounded, whatever the live Redis does
@@ -578,7 +594,9 @@ class Consumer:
                 if wait:
                     await self._sleep(min(delay, 0.5))
                 return
-            if task is not self._compaction:
+            if task is self._compaction:
+                self._start_archive()
+            else:
                 if self._disk_blocked:
                     log.warning("store writable again; acknowledging", extra={"fields": {}})
                 self._disk_blocked = False
@@ -598,13 +616,16 @@ class Consumer:
             if wait:
                 await self._maybe_commit(r, time.monotonic(), wait=True)
             return
-        if (
-            not wait
-            and self.cfg.compact_interval_s
-            and now >= self._compact_at
-            and not self.store.full
-        ):
-            self._compact_at = now + self.cfg.compact_interval_s
+        scheduled = (self.cfg.compact_interval_s and now >= self._compact_at) or (
+            time.time() >= self._hours_at
+        )
+        # A pass cut by compact_slice_s goes on between flushes, never instead of a due one.
+        resumed = bool(self.store.compaction_pending) and now < self._flush_deadline
+        if not wait and (scheduled or resumed) and not self.store.full:
+            if scheduled:
+                self._compact_at = now + (self.cfg.compact_interval_s or math.inf)
+                if self.cfg.compact_hours:
+                    self._hours_at = next_hours_pass(time.time(), self.cfg.compact_hours_after_s)
             self._commit_task = asyncio.create_task(asyncio.to_thread(self._compact))
             self._compaction = self._commit_task
             return
@@ -617,17 +638,59 @@ class Consumer:
                     await self._maybe_commit(r, time.monotonic(), wait=True)
 
     def _compact(self) -> dict[str, list[bytes]]:
-        """Merge closed days' parts (worker thread, in the commit slot: never beside a commit)."""
+        """Merge closed days' parts, then closed hours' (worker thread, in the commit slot:
+        never beside a commit)."""
         today = time.strftime("%Y-%m-%d", time.gmtime())
+        removed = hours = 0
         try:
-            removed = self.store.compact(today)
+            budget = self.cfg.compact_slice_s
+            pending = self.store.compaction_pending
+            if self.cfg.compact_interval_s and (not pending or "days" in pending):
+                removed = self.store.compact(today, budget_s=budget)
+            if self.cfg.compact_hours and "days" not in self.store.compaction_pending:
+                before_ms = int((time.time() - self.cfg.compact_hours_after_s) * 1000)
+                hours = self.store.compact_hours(before_ms, budget_s=budget)
         except OSError as exc:  # e.g. no room for the merged file: the small parts stay
             log.warning("compaction failed", extra={"fields": {"error": str(exc)}})
             return {}
-        if removed:
-            self.metrics.compacted.inc(removed)
-            log.info("compacted closed days", extra={"fields": {"files_merged": removed}})
+        if removed or hours:
+            self.metrics.compacted.inc(removed + hours)
+            log.info(
+                "compacted closed days and hours",
+                extra={"fields": {"files_merged_days": removed, "files_merged_hours": hours}},
+            )
         return {}
+
+    def _start_archive(self) -> None:
+        """After a compaction: copy the closed parts to ``archive_uri`` in a thread of its own
+        (network I/O; never in the commit slot), one run at a time."""
+        if not self.cfg.archive_uri or (
+            self._archive_task is not None and not self._archive_task.done()
+        ):
+            return
+        self._archive_task = asyncio.create_task(asyncio.to_thread(self._archive))
+
+    def _archive(self) -> None:
+        from vps_brain.consume.archive import archive
+
+        now = time.time()
+        try:
+            result = archive(
+                self.cfg.store_dir,
+                self.cfg.archive_uri,
+                before_day=time.strftime("%Y-%m-%d", time.gmtime(now)),
+                hours_before_ms=(
+                    int((now - self.cfg.compact_hours_after_s) * 1000)
+                    if self.cfg.compact_hours
+                    else None
+                ),
+                stop=self._stop.is_set,
+            )
+        except (OSError, ValueError) as exc:  # unreachable, full, refused: the next run resumes
+            log.warning("archive failed", extra={"fields": {"error": redact_url(str(exc))}})
+            return
+        if result.copied or result.removed:
+            log.info("archived closed parts", extra={"fields": dataclasses.asdict(result)})
 
     def _start_commit(self) -> None:
         started = time.perf_counter()

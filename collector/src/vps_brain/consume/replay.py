@@ -5,20 +5,32 @@ Within one stream (one exchange + symbol) records come back in the order of the 
 diffs around it and the trades interleave exactly as received). Several streams are merged by
 receive time.
 
+The store is read through pyarrow's filesystem layer: ``root`` is a local directory or any URI
+pyarrow.fs takes (``file:///srv/md``, ``s3://bucket/md?endpoint_override=host:7480``), e.g. a copy
+made by :mod:`.archive`; the layout is the same everywhere. A part whose id range lies inside
+another's is skipped (:func:`~.store.uncovered`: the inputs of a compaction not yet deleted), so
+a reader never sees a record twice, on local disk or on an object store.
+
 For analysis, the same files open directly as a hive-partitioned dataset::
 
     pyarrow.dataset.dataset("<store>/data", partitioning="hive")
     duckdb: SELECT * FROM read_parquet('<store>/data/**/*.parquet', hive_partitioning = true)
+
+A query for one symbol and hour touches that symbol's files of that hour only: the symbol by its
+directory, the hour by ``entry_ms`` statistics (a closed hour is one file per channel, see
+:mod:`.store`).
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vps_brain.consume.store import part_range, uncovered
@@ -41,17 +53,22 @@ class StoredRecord(NamedTuple):
 
 @dataclass(frozen=True)
 class PartFile:
-    path: Path
+    path: str  # in ``filesystem``
     exchange: str
     channel: str
     symbol: str
     date: str
     first: StreamId
     last: StreamId
+    filesystem: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem, compare=False)
 
     @property
     def stream(self) -> str:
         return f"md:{self.exchange}:{self.symbol}" if self.exchange != "_" else self.symbol
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
 
 
 def _value(dirname: str, key: str) -> str | None:
@@ -59,48 +76,63 @@ def _value(dirname: str, key: str) -> str | None:
     return dirname[len(prefix) :] if dirname.startswith(prefix) else None
 
 
+def open_root(root: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and base path of a store: a local path, or a URI pyarrow.fs takes."""
+    if isinstance(root, str) and "://" in root:
+        fs, base = pafs.FileSystem.from_uri(root)
+        return fs, base.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+def listdir(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    """The entries of one directory (an object store's prefix), by name; [] if it is missing."""
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(infos, key=lambda i: i.base_name)
+
+
+def _dirs(fs: pafs.FileSystem, path: str, key: str) -> Iterator[tuple[str, str]]:
+    for info in listdir(fs, path):
+        value = _value(info.base_name, key)
+        if value is not None and info.type == pafs.FileType.Directory:
+            yield info.path, value
+
+
 def list_parts(
-    root: Path,
+    root: str | Path,
     *,
     exchanges: Iterable[str] | None = None,
     symbols: Iterable[str] | None = None,
     channels: Iterable[str] | None = None,
 ) -> list[PartFile]:
-    """Committed part files of the store (hidden work files are skipped), filtered."""
+    """Committed part files of the store (hidden work files are skipped), filtered; only the
+    directories of the wanted exchanges, channels and symbols are listed."""
     ex_f = {e.lower() for e in exchanges} if exchanges else None
     sy_f = {s.lower() for s in symbols} if symbols else None
     ch_f = set(channels) if channels else None
     out: list[PartFile] = []
-    data = Path(root) / "data"
-    if not data.is_dir():
-        return out
-    for ex_dir in sorted(data.iterdir()):
-        exchange = _value(ex_dir.name, "exchange")
-        if exchange is None or (ex_f is not None and exchange.lower() not in ex_f):
+    fs, base = open_root(root)
+    for ex_path, exchange in _dirs(fs, f"{base}/data", "exchange"):
+        if ex_f is not None and exchange.lower() not in ex_f:
             continue
-        for ch_dir in sorted(ex_dir.iterdir()):
-            channel = _value(ch_dir.name, "channel")
-            if channel is None or (ch_f is not None and channel not in ch_f):
+        for ch_path, channel in _dirs(fs, ex_path, "channel"):
+            if ch_f is not None and channel not in ch_f:
                 continue
-            for sy_dir in sorted(ch_dir.iterdir()):
-                symbol = _value(sy_dir.name, "symbol")
-                if symbol is None or (sy_f is not None and symbol.lower() not in sy_f):
+            for sy_path, symbol in _dirs(fs, ch_path, "symbol"):
+                if sy_f is not None and symbol.lower() not in sy_f:
                     continue
-                for date_dir in sorted(sy_dir.iterdir()):
-                    date = _value(date_dir.name, "date")
-                    if date is None:
-                        continue
+                for date_path, date in _dirs(fs, sy_path, "date"):
                     found = []
-                    for f in date_dir.iterdir():
-                        rng = part_range(f.name)
-                        if rng is not None:
-                            found.append((*rng, PartFile(f, exchange, channel, symbol, date, *rng)))
+                    for f in listdir(fs, date_path):
+                        rng = part_range(f.base_name)
+                        if rng is not None and f.type == pafs.FileType.File:
+                            part = PartFile(f.path, exchange, channel, symbol, date, *rng, fs)
+                            found.append((*rng, part))
                     out.extend(uncovered(found)[0])  # skip inputs of an unfinished compaction
     return out
 
 
 def _read_part(part: PartFile) -> Iterator[StoredRecord]:
-    t = pq.read_table(part.path, columns=_COLUMNS)
+    t = pq.read_table(part.path, columns=_COLUMNS, filesystem=part.filesystem)
     cols = [t.column(c).to_pylist() for c in _COLUMNS]
     stream, channel = part.stream, part.channel
     for ms, seq, rec, recv_ns, kind, payload in zip(*cols, strict=True):
@@ -131,7 +163,7 @@ def iter_stream(parts: Iterable[PartFile]) -> Iterator[StoredRecord]:
 
 
 def iter_store(
-    root: Path,
+    root: str | Path,
     *,
     exchanges: Iterable[str] | None = None,
     symbols: Iterable[str] | None = None,

@@ -6,6 +6,7 @@ Layout under ``root``::
     quarantine/exchange=binance/symbol=ethusdt/part-<first>_<last>.parquet   (corrupt entries)
     checkpoint.json   {"version": 1, "streams": {"md:binance:ethusdt": "1723161254024-3", ...}}
     intent.json       present only while a flush is in progress
+    compacting        present only while a compaction pass is in progress
     .lock             held (flock) by the one process that writes this store
 
 ``<first>``/``<last>`` are the stream entry ids (``ms-seq``) of the part's first and last rows, so a
@@ -23,11 +24,28 @@ bound, so parts are large, not one per stream entry):
 After a crash, :meth:`ParquetStore.open` deletes the parts of an intent the checkpoint does not
 cover (they will be re-read from the pending list and written again), and the caller acknowledges
 without storing every entry whose id is at or below the checkpoint: no loss, no duplicate.
+
+Files at scale. A part never spans two hours of its entry ids (``entry_ms // 3600000``): a flush
+across an hour boundary writes one part per partition on each side. So, per partition (exchange,
+channel, symbol, date) and hour, the open hour has at most one part per flush (``3600 /
+flush_interval_s``, plus the flushes forced by ``flush_max_records``/``flush_max_bytes`` and
+restarts), and :meth:`ParquetStore.compact_hours` merges a closed hour's parts into one;
+:meth:`ParquetStore.compact` then merges a closed day's into one. Both merge only consecutive
+committed parts (at or below the checkpoint), write the merged part under a hidden tmp name,
+fsync, rename, fsync the directory, and only then delete the inputs; the merged part's range
+covers its inputs, so a reader that meets both (a crash in between) skips the inputs
+(:func:`uncovered`), and the next compaction deletes them and any tmp file.
+
+The commit path stays on a local POSIX filesystem: it relies on ``rename`` being atomic, on
+``fsync`` of files and directories and on ``flock``, none of which an object store (S3) has.
+Closed, compacted parts are immutable and can be copied to any pyarrow filesystem, layout
+unchanged (:mod:`.archive`); :mod:`.replay` reads a store or such a copy through pyarrow.fs.
 """
 
 from __future__ import annotations
 
 import array
+import collections
 import contextlib
 import errno
 import fcntl
@@ -35,7 +53,8 @@ import itertools
 import operator
 import os
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -60,6 +79,18 @@ QUARANTINE_SCHEMA: Final = pa.schema(
 )
 
 _SAFE = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+
+#: Parts are cut at the hours of the stream entry ids: a part's rows lie in one hour of
+#: ``entry_ms``, so a closed hour's parts are found by name (:meth:`ParquetStore.compact_hours`).
+HOUR_MS: Final = 3_600_000
+
+#: Row groups of a merged part: at most this many rows, and inputs are gathered until this size.
+ROW_GROUP_ROWS: Final = 1024 * 1024
+ROW_GROUP_BYTES: Final = 64 * 1024**2
+
+_DICTIONARY: Final = ["side", "price", "bid_price", "ask_price"]
+#: Row-group statistics readers prune on (an ``entry_ms`` or ``recv_ns`` range, an id).
+_STATISTICS: Final = ["entry_ms", "entry_seq", "recv_ns", "update_id", "trade_id"]
 
 
 class StoreError(RuntimeError):
@@ -132,6 +163,21 @@ def makedirs_durable(path: Path) -> None:
         fsync_dir(d.parent)
 
 
+def read_checkpoint(root: Path) -> dict[str, StreamId]:
+    """The last stored id per stream of the store at ``root`` ({} for a new store). Safe beside
+    the writing process: the checkpoint is only ever replaced by a rename."""
+    path = Path(root) / "checkpoint.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    try:
+        doc = orjson.loads(raw)
+        return {k: parse_id(v) for k, v in doc["streams"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{path} is unreadable: {exc}") from exc
+
+
 # ---------------------------------------------------------------------------------- buffers
 
 
@@ -193,6 +239,38 @@ def uncovered(
             live.append(item)
             reach = last
     return live, covered
+
+
+Run = list[tuple[StreamId, StreamId, Path]]
+#: Picks, from a partition's committed live parts in id order, the runs of consecutive parts to
+#: merge into one each.
+_Grouping = Callable[[Run], Iterable[Run]]
+
+
+def _whole(parts: Run) -> list[Run]:
+    return [parts]
+
+
+def part_hour(first: StreamId, last: StreamId) -> int | None:
+    """The hour (``entry_ms // HOUR_MS``) a part's rows lie in, or None if it spans two."""
+    hour = first[0] // HOUR_MS
+    return hour if last[0] // HOUR_MS == hour else None
+
+
+def _closed_hours(parts: Run, before_hour: int) -> list[Run]:
+    """Runs of consecutive parts that lie in one hour before ``before_hour`` (a part spanning
+    two hours ends a run and stays as it is)."""
+    return [
+        list(run)
+        for hour, run in itertools.groupby(parts, key=lambda p: part_hour(p[0], p[1]))
+        if hour is not None and hour < before_hour
+    ]
+
+
+def _read_part(path: Path) -> pa.Table:
+    """A part as a table of :data:`~.rows.SCHEMA` (ParquetFile: half the cost of read_table)."""
+    t = pq.ParquetFile(path).read(use_threads=False)
+    return t if t.schema.equals(SCHEMA) else pq.read_table(path, schema=SCHEMA)
 
 
 def _column(values: tuple[Any, ...], typ: pa.DataType) -> pa.Array:
@@ -258,7 +336,8 @@ def build_table(part: _Part) -> pa.Table:
 class _Buffer:
     """Everything taken since the last seal: rows per partition, quarantined entries, ids."""
 
-    parts: dict[tuple[str, str, str], _Part] = field(default_factory=dict)
+    #: (stream, channel, day, hour of the entry id) -> rows; see :data:`HOUR_MS`
+    parts: dict[tuple[str, str, str, int], _Part] = field(default_factory=dict)
     quarantine: dict[str, _Quarantined] = field(default_factory=dict)
     to_ack: dict[str, list[bytes]] = field(default_factory=dict)
     records: int = 0
@@ -288,6 +367,7 @@ class ParquetStore:
         self.quarantine_dir = self.root / "quarantine"
         self.checkpoint_path = self.root / "checkpoint.json"
         self.intent_path = self.root / "intent.json"
+        self.compacting_path = self.root / "compacting"
         self.compression = compression
         self.max_records = max_records
         self.max_bytes = max_bytes
@@ -300,6 +380,8 @@ class ParquetStore:
         self._lock_fd: int | None = None
         self.parts_written = 0
         self.bytes_written = 0
+        self.parts_merged = 0
+        self._todo: dict[str, collections.deque[Path]] = {}
 
     # -------------------------------------------------------------------------- lifecycle
 
@@ -315,6 +397,8 @@ class ParquetStore:
         self._lock_fd = fd
         self.committed = self._load_checkpoint()
         self._recover()
+        if self.compacting_path.exists():
+            self._tidy()
         self._seen = dict(self.committed)
 
     def close(self) -> None:
@@ -330,15 +414,7 @@ class ParquetStore:
         self.close()
 
     def _load_checkpoint(self) -> dict[str, StreamId]:
-        try:
-            raw = self.checkpoint_path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        try:
-            doc = orjson.loads(raw)
-            return {k: parse_id(v) for k, v in doc["streams"].items()}
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{self.checkpoint_path} is unreadable: {exc}") from exc
+        return read_checkpoint(self.root)
 
     def _recover(self) -> None:
         try:
@@ -386,6 +462,7 @@ class ParquetStore:
         """Buffer the records of one stream entry; returns how many. Ids must increase."""
         sid = self._accept(stream, entry_id)
         ms, seq = sid
+        hour = ms // HOUR_MS
         parts = self._buf.parts
         day_lo, day_hi, day = self._day
         n = 0
@@ -397,7 +474,7 @@ class ParquetStore:
                 day = day_name(recv_ns)
                 self._day = (day_lo, day_hi, day)
             channel, values = classify(kind, payload)
-            key = (stream, channel, day)
+            key = (stream, channel, day, hour)
             part = parts.get(key)
             if part is None:
                 part = parts[key] = self._new_part(stream, channel, day, sid)
@@ -536,7 +613,7 @@ class ParquetStore:
 
     # --------------------------------------------------------------------------- compaction
 
-    def compact(self, before_day: str) -> int:
+    def compact(self, before_day: str, *, budget_s: float | None = None) -> int:
         """Merge the committed parts of every partition dated before ``before_day``
         (``YYYY-MM-DD``) into one file per partition; returns how many files were removed.
 
@@ -544,17 +621,87 @@ class ParquetStore:
         part inside another part's range is ignored (:func:`uncovered`) until it is deleted.
         Only parts at or below the checkpoint are merged, so a flush being undone after a crash
         can never have been merged. Must not run concurrently with :meth:`commit`.
+
+        With ``budget_s``, the pass stops after the partition at which that many seconds have
+        passed (:attr:`compaction_pending`); the next call with a budget resumes it.
         """
+        return self._pass(
+            "days",
+            lambda: [d for d in self._date_dirs() if d.name[len("date=") :] < before_day],
+            _whole,
+            budget_s,
+        )
+
+    def compact_hours(self, before_ms: int, *, budget_s: float | None = None) -> int:
+        """Merge, in every partition, the committed parts of each closed hour into one file per
+        hour; returns how many files were removed.
+
+        An hour is that of the stream entry ids (``entry_ms``, the part names' ranges; a part
+        never spans two, see :data:`HOUR_MS`) and is closed when it ends at or before
+        ``before_ms``. Parts of an hour committed after its merge (a consumer catching up) are
+        merged with it by the next call. Parts of stores written before parts were cut at hour
+        boundaries may span two hours: they are left for :meth:`compact`. Same guarantees and
+        crash recovery as :meth:`compact`, whose one file per partition-day it prepares, and the
+        same ``budget_s``.
+        """
+        before_hour = before_ms // HOUR_MS
+        return self._pass(
+            "hours", self._date_dirs, lambda r: _closed_hours(r, before_hour), budget_s
+        )
+
+    @property
+    def compaction_pending(self) -> frozenset[str]:
+        """The passes (``"days"``, ``"hours"``) that stopped at their budget, to be resumed."""
+        return frozenset(k for k, v in self._todo.items() if v)
+
+    def _pass(
+        self,
+        kind: str,
+        dirs: Callable[[], list[Path]],
+        groups: _Grouping,
+        budget_s: float | None,
+    ) -> int:
+        todo = self._todo.pop(kind, None) if budget_s is not None else None
+        todo = collections.deque(todo or dirs())
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         removed = 0
-        if not self.data_dir.is_dir():
-            return 0
-        for date_dir in sorted(self.data_dir.glob("exchange=*/channel=*/symbol=*/date=*")):
-            if date_dir.name[len("date=") :] >= before_day:
-                continue
-            removed += self._compact_partition(date_dir)
+        with self._compacting():
+            while todo:
+                d = todo.popleft()
+                if d.is_dir():
+                    removed += self._compact_partition(d, groups)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        if todo:
+            self._todo[kind] = todo
         return removed
 
-    def _compact_partition(self, d: Path) -> int:
+    @contextlib.contextmanager
+    def _compacting(self) -> Iterator[None]:
+        """``compacting`` exists while a pass runs: after a crash, :meth:`open` deletes its
+        leftovers (merged inputs, tmp files) at once, so that plain hive readers, which know
+        nothing of part ranges, do not see a merged part beside its inputs until the next pass."""
+        atomic_write(self.compacting_path, b"")
+        yield
+        self.compacting_path.unlink()
+        fsync_dir(self.root)
+
+    def _tidy(self) -> None:
+        """The leftovers of an interrupted compaction pass go (no merge: that is a pass's job)."""
+        for date_dir in self._date_dirs():
+            self._compact_partition(date_dir, lambda r: [])
+        self.compacting_path.unlink()
+        fsync_dir(self.root)
+
+    def _date_dirs(self) -> list[Path]:
+        if not self.data_dir.is_dir():
+            return []
+        return sorted(self.data_dir.glob("exchange=*/channel=*/symbol=*/date=*"))
+
+    def _compact_partition(self, d: Path, groups: _Grouping) -> int:
+        """Leftovers of an interrupted compaction go, then each run of consecutive committed
+        live parts that ``groups`` picks is merged into one (tmp, fsync, rename, fsync dir, and
+        only then the inputs are deleted)."""
         exchange = d.parent.parent.parent.name[len("exchange=") :]
         symbol = d.parent.name[len("symbol=") :]
         if exchange == "_":
@@ -571,31 +718,57 @@ class ParquetStore:
         for f in covered:
             f.unlink()
         ranges = {f: (a, b) for a, b, f in found}
-        inputs = [f for f in live if ranges[f][1] <= committed]
-        if len(inputs) >= 2:
-            out = d / part_name(ranges[inputs[0]][0], ranges[inputs[-1]][1])
-            tmp = out.with_name(f".{out.name}.tmp")
-            try:
-                with pq.ParquetWriter(tmp, SCHEMA, compression=self._codec()) as writer:
-                    for f in inputs:  # one input in memory at a time
-                        writer.write_table(pq.read_table(f, schema=SCHEMA))
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, out)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            fsync_dir(d)
-            for f in inputs:
-                f.unlink()
-            covered.extend(inputs)
+        inputs = [(*ranges[f], f) for f in live if ranges[f][1] <= committed]
+        for group in groups(inputs):
+            if len(group) < 2:
+                continue
+            self._merge(d, group)
+            covered.extend(f for _, _, f in group)
         if covered:
             fsync_dir(d)
         return len(covered)
+
+    def _merge(self, d: Path, group: list[tuple[StreamId, StreamId, Path]]) -> None:
+        out = d / part_name(group[0][0], group[-1][1])
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            with pq.ParquetWriter(
+                tmp,
+                SCHEMA,
+                compression=self._codec(),
+                use_dictionary=_DICTIONARY,
+                write_statistics=_STATISTICS,
+            ) as writer:
+                # Inputs are gathered into row groups of up to ROW_GROUP_ROWS rows or
+                # ROW_GROUP_BYTES (60 one-minute parts make a few row groups, not 60 small ones).
+                pending: list[pa.Table] = []
+                rows = nbytes = 0
+                for _, _, f in group:
+                    t = _read_part(f)
+                    if pending and (
+                        rows + t.num_rows > ROW_GROUP_ROWS or nbytes >= ROW_GROUP_BYTES
+                    ):
+                        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                        pending, rows, nbytes = [], 0, 0
+                    pending.append(t)
+                    rows += t.num_rows
+                    nbytes += t.nbytes
+                if pending:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_dir(d)
+        for _, _, f in group:
+            f.unlink()
+        self.parts_merged += len(group)
 
     def _codec(self) -> str | None:
         return None if self.compression == "none" else self.compression
@@ -619,8 +792,8 @@ class ParquetStore:
             table,
             sink,
             compression=self._codec(),
-            use_dictionary=["side", "price", "bid_price", "ask_price"],
-            write_statistics=["entry_ms", "entry_seq", "recv_ns", "update_id", "trade_id"],
+            use_dictionary=_DICTIONARY,
+            write_statistics=_STATISTICS,
         )
         buf = sink.getvalue()
         tmp = path.with_name(f".{path.name}.tmp")
