@@ -109,9 +109,9 @@ class CollectorStats:
     def books_synced(self) -> dict[str, int]:
         """exchange -> books in sync now."""
         out = dict.fromkeys(self.books_total, 0)
-        for st in self.depth_books:
+        for st in list(self.depth_books):  # the exporter's thread, beside the event loop
             if st.in_sync:
-                out[st.exchange] += 1
+                out[st.exchange] = out.get(st.exchange, 0) + 1
         return out
 
     def __post_init__(self) -> None:
@@ -157,7 +157,9 @@ class _Export(Collector):
         )
         for name, doc, data, labels in labelled:
             m = CounterMetricFamily(p + name, doc, labels=list(labels))
-            for k, v in data.items():
+            # A copy: this runs in the exporter's thread while the event loop adds keys (iterating
+            # the dict itself fails with "dictionary changed size during iteration").
+            for k, v in list(data.items()):
                 m.add_metric(list(k) if isinstance(k, tuple) else [k], v)
             yield m
         for name, doc, value in (
@@ -213,7 +215,7 @@ class _Export(Collector):
             labels=["exchange"],
         )
         in_sync = s.books_synced()
-        for exchange, total in s.books_total.items():
+        for exchange, total in list(s.books_total.items()):
             books.add_metric([exchange], total)
             synced.add_metric([exchange], in_sync.get(exchange, 0))
             all_synced.add_metric([exchange], s.all_books_synced_s.get(exchange, -1.0))

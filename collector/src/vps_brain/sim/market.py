@@ -19,6 +19,13 @@ id), ``bookTicker`` and, on futures, ``markPrice`` and ``markPrice@1s`` (one ``m
 a second). The venue's other channels (partial depth ``depth5``..., ``kline_*``, ``forceOrder``)
 are accepted and never send anything, like a quiet market's.
 
+Rates of the generated market are the same for every symbol unless ``rate_skew`` is set: then the
+symbol of rank ``k`` (its place in ``symbols``, from 1) gets ``1 / k ** rate_skew`` of the traffic
+(Zipf; :func:`skewed_rates`), normalised so that the market's total of each channel stays
+``len(symbols) x`` the per-symbol rate; ``max_depth_rate`` caps each symbol's depth events and
+spreads the excess over the others. A skewed market schedules each (symbol, channel) on a heap
+of due times, so a quiet symbol costs only its own events (:meth:`GeneratedMarket.run`).
+
 Invariant of the generated book (the oracle of shared/data/binance/README.md): after the diff
 whose ``u`` equals a bookTicker's ``u``, the best bid/ask and their quantities equal the ticker's.
 The first diff after a snapshot either contains its ``lastUpdateId`` (``U <= lastUpdateId <= u``)
@@ -28,18 +35,22 @@ or follows it (spot: ``U == lastUpdateId + 1``; futures: ``pu == lastUpdateId``)
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import orjson
 
 from vps_brain.recordings import read_recording
 from vps_brain.venues import DEFAULT_VENUE, SequenceRule, Venue
+
+if TYPE_CHECKING:
+    from vps_brain.config import SimulatorSettings
 
 _FUNDING_MS = 8 * 3600 * 1000
 
@@ -394,12 +405,54 @@ def _depth_order(channel: str) -> bool:
     return channel != "depth@100ms"
 
 
+def zipf_weights(n: int, s: float) -> list[float]:
+    """Weights of ranks 1..n proportional to ``1 / k ** s``, normalised to a mean of 1.
+
+    ``s = 0`` gives ``[1.0] * n`` exactly (the uniform market).
+    """
+    if n <= 0:
+        return []
+    if s == 0:
+        return [1.0] * n
+    raw = [k**-s for k in range(1, n + 1)]
+    scale = n / sum(raw)
+    return [w * scale for w in raw]
+
+
+def skewed_rates(n: int, rate: float, s: float, cap: float = 0.0) -> list[float]:
+    """Per-symbol rates of a market of ``n`` symbols whose mean is ``rate``, Zipf exponent ``s``.
+
+    The total stays ``n * rate``. With ``cap > 0`` no symbol exceeds ``cap``: the hottest are set
+    to it and what they lose is shared by the others in proportion to their weights (water
+    filling), so the total is kept as long as ``cap >= rate``.
+    """
+    weights = zipf_weights(n, s)
+    rates = [rate * w for w in weights]
+    if cap <= 0 or not rates or rates[0] <= cap:
+        return rates
+    left, weight_left = rate * n, float(sum(weights))
+    out: list[float] = []
+    for i, w in enumerate(weights):  # weights fall with the rank: the capped ones come first
+        share = left * w / weight_left
+        if share <= cap:
+            return out + [left * x / weight_left for x in weights[i:]]
+        out.append(cap)
+        left -= cap
+        weight_left -= w
+    return out
+
+
 class GeneratedMarket:
     """Evolving books for several symbols at configured per-symbol rates.
 
     Rate-driven channels (``depth``, ``trade``, ``bookTicker``, futures' ``markPrice`` at one a
     second) each make one change of the book per event; the other streams of a channel group
     (every depth speed, ``aggTrade`` from ``trade``) are rendered from the same change.
+
+    ``rate_skew`` (Zipf exponent, 0 = uniform) and ``max_depth_rate`` (0 = no cap) shape the
+    rates of ``depth``, ``trade`` and ``bookTicker`` across the symbols (:func:`skewed_rates`,
+    in the order of ``symbols``); ``markPrice`` stays one a second for every symbol, as on
+    Binance. :attr:`symbol_rates` holds the result.
     """
 
     TICK_S = 0.002
@@ -416,10 +469,20 @@ class GeneratedMarket:
         levels: int = 200,
         seed: int = 1,
         venue: Venue = DEFAULT_VENUE,
+        *,
+        # how the traffic is spread over the symbols
+        rate_skew: float = 0.0,
+        max_depth_rate: float = 0.0,
     ) -> None:
+        if rate_skew < 0 or max_depth_rate < 0:
+            raise ValueError("rate_skew and max_depth_rate must not be negative")
+        if max_depth_rate and max_depth_rate < depth_rate:
+            raise ValueError("max_depth_rate must not be below depth_rate (the mean)")
         self.hub = hub
         self.symbols = symbols
         self.venue = venue
+        self.rate_skew = rate_skew
+        self.max_depth_rate = max_depth_rate
         shapes = shapes_of(venue)
         #: channel group (the base before "@") -> the venue's channels of it, in publish order
         self.groups: dict[str, tuple[str, ...]] = {}
@@ -429,7 +492,23 @@ class GeneratedMarket:
         self.rates = {"depth": depth_rate, "trade": trade_rate, "bookTicker": ticker_rate}
         if "markPrice" in self.groups:
             self.rates["markPrice"] = self.MARK_PRICE_RATE
+        n = len(symbols)
+        per_channel = {
+            ch: (
+                [rate] * n
+                if ch == "markPrice"
+                else skewed_rates(n, rate, rate_skew, max_depth_rate if ch == "depth" else 0.0)
+            )
+            for ch, rate in self.rates.items()
+        }
+        #: symbol -> rate-driven channel -> events per second
+        self.symbol_rates: dict[str, dict[str, float]] = {
+            sym: {ch: rates[i] for ch, rates in per_channel.items()}
+            for i, sym in enumerate(symbols)
+        }
+        self.uniform = all(len(set(rates)) <= 1 for rates in per_channel.values())
         self.max_messages = max_messages
+        self.seed = seed
         rng = random.Random(seed)
         self.books = {
             s: GeneratedBook(s, levels, random.Random(rng.random()), shapes) for s in symbols
@@ -437,11 +516,119 @@ class GeneratedMarket:
         self.finished = asyncio.Event()
         self.produced = 0
 
+    @classmethod
+    def from_settings(
+        cls, hub: Hub, settings: SimulatorSettings, venue: Venue = DEFAULT_VENUE
+    ) -> GeneratedMarket:
+        """The generated market that ``settings`` describe."""
+        return cls(
+            hub,
+            settings.symbols,
+            settings.depth_rate,
+            settings.trade_rate,
+            settings.ticker_rate,
+            settings.max_messages,
+            settings.book_levels,
+            settings.seed,
+            venue=venue,
+            rate_skew=settings.rate_skew,
+            max_depth_rate=settings.max_depth_rate,
+        )
+
     def snapshot(self, symbol: str) -> Snapshot | None:
         book = self.books.get(symbol)
         return book.snapshot() if book else None
 
     async def run(self) -> None:
+        """Publish until ``max_messages`` per symbol (or forever).
+
+        A uniform market makes every symbol's event of a channel together, as it always did (its
+        random sequence is fixed). A skewed one keeps a heap of the next due time of each
+        (symbol, channel): each event costs one heap step, and a quiet symbol only its own
+        events, whatever the number of symbols.
+        """
+        if self.uniform:
+            await self._run_uniform()
+        else:
+            await self._run_skewed()
+
+    async def _run_skewed(self) -> None:
+        await self.hub.started.wait()
+        hub = self.hub
+        subscribers = hub.subscribers
+        published = hub.published
+        makers = self._MAKERS
+        extras = self._EXTRAS
+        streams = self._streams()
+        max_messages = self.max_messages
+        per_symbol: dict[str, int] = dict.fromkeys(self.symbols, 0)
+        # One slot per (symbol, channel) with a rate; its k-th event is due at (k - phase) / rate
+        # (a random phase, so that symbols of equal rates do not all fire at once).
+        phase_rng = random.Random(self.seed)
+        slots: list[tuple[str, GeneratedBook, str, float, float]] = []
+        heap: list[tuple[float, int]] = []
+        for sym, book in self.books.items():
+            for ch, rate in self.symbol_rates[sym].items():
+                if rate > 0:
+                    phase = phase_rng.random()
+                    heap.append(((1 - phase) / rate, len(slots)))
+                    slots.append((sym, book, ch, rate, phase))
+        heapq.heapify(heap)
+        counts = [0] * len(slots)
+
+        def out(names: tuple[str, ...], data: bytes) -> None:
+            for stream in names:
+                if subscribers.get(stream):
+                    hub.publish(stream, envelope(stream, data))
+                else:
+                    published[stream] = published.get(stream, 0) + 1
+
+        t0 = time.monotonic()
+        while heap:
+            now = time.monotonic() - t0
+            while heap and heap[0][0] <= now:
+                slot = heap[0][1]
+                sym, book, ch, rate, phase = slots[slot]
+                if max_messages and per_symbol[sym] >= max_messages:
+                    heapq.heappop(heap)
+                    continue
+                per_symbol[sym] += 1
+                self.produced += 1
+                k = counts[slot] = counts[slot] + 1
+                heapq.heapreplace(heap, ((k + 1 - phase) / rate, slot))
+                names = streams[sym]
+                out(names.get(ch, ()), makers[ch](book))
+                for group, render in extras.get(ch, ()):
+                    extra = names.get(group, ())
+                    if extra:
+                        listened = any(subscribers.get(s) for s in extra)
+                        out(extra, render(book) if listened else b"")
+            await asyncio.sleep(self.TICK_S)
+        if max_messages:
+            self.finished.set()
+            return
+        await asyncio.Event().wait()  # no channel has a rate: a silent market, forever
+
+    #: How each rate-driven channel group makes its event from one change of the book.
+    _MAKERS: ClassVar[dict[str, Callable[[GeneratedBook], bytes]]] = {
+        "depth": GeneratedBook.depth_event,
+        "trade": GeneratedBook.trade_event,
+        "bookTicker": GeneratedBook.ticker_event,
+        "markPrice": GeneratedBook.mark_price_event,
+    }
+    #: Streams rendered from a rate-driven channel's change, only when someone listens.
+    _EXTRAS: ClassVar[dict[str, tuple[tuple[str, Callable[[GeneratedBook], bytes]], ...]]] = {
+        "trade": (("aggTrade", GeneratedBook.agg_trade_event),)
+    }
+
+    def _streams(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """symbol -> channel group -> the stream names it is published on."""
+        return {
+            s: {group: tuple(f"{s}@{c}" for c in chans) for group, chans in self.groups.items()}
+            for s in self.symbols
+        }
+
+    async def _run_uniform(self) -> None:
         await self.hub.started.wait()
         t0 = time.monotonic()
         done = dict.fromkeys(self.rates, 0.0)
@@ -449,20 +636,9 @@ class GeneratedMarket:
         subscribers = hub.subscribers
         published = hub.published
         per_symbol: dict[str, int] = dict.fromkeys(self.symbols, 0)
-        makers: dict[str, Callable[[GeneratedBook], bytes]] = {
-            "depth": GeneratedBook.depth_event,
-            "trade": GeneratedBook.trade_event,
-            "bookTicker": GeneratedBook.ticker_event,
-            "markPrice": GeneratedBook.mark_price_event,
-        }
-        # Streams rendered from a rate-driven channel's change, only when someone listens.
-        extras: dict[str, tuple[tuple[str, Callable[[GeneratedBook], bytes]], ...]] = {
-            "trade": (("aggTrade", GeneratedBook.agg_trade_event),)
-        }
-        streams = {
-            s: {group: tuple(f"{s}@{c}" for c in chans) for group, chans in self.groups.items()}
-            for s in self.symbols
-        }
+        makers = self._MAKERS
+        extras = self._EXTRAS
+        streams = self._streams()
 
         def out(names: tuple[str, ...], data: bytes) -> None:
             for stream in names:

@@ -281,17 +281,7 @@ class Simulator:
                 self.hub, settings.replay_files, settings.replay_speed, venue=self.venue
             )
         else:
-            self.market = GeneratedMarket(
-                self.hub,
-                settings.symbols,
-                settings.depth_rate,
-                settings.trade_rate,
-                settings.ticker_rate,
-                settings.max_messages,
-                settings.book_levels,
-                settings.seed,
-                venue=self.venue,
-            )
+            self.market = GeneratedMarket.from_settings(self.hub, settings, self.venue)
         self.connections: dict[int, SimConnection] = {}
         self.closed: list[ConnStats] = []
         self._ids = itertools.count(1)
